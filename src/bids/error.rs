@@ -1,0 +1,78 @@
+//! Errors raised while indexing or querying a BIDS dataset.
+
+use std::path::PathBuf;
+
+/// Why a dataset (or one of its files) could not be indexed. Each message names the file and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BidsError {
+    /// The dataset root does not exist or is not a directory.
+    #[error("{path}: BIDS dataset not found (no such directory); check the BIDS_DIR argument")]
+    NoDataset {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// `dataset_description.json` is missing.
+    #[error(
+        "{path}: missing; every BIDS dataset needs dataset_description.json with Name and BIDSVersion (or pass --skip-bids-validation)"
+    )]
+    MissingDescription {
+        /// Where it was expected.
+        path: PathBuf,
+    },
+    /// A JSON file cannot be read or parsed.
+    #[error("{path}: invalid JSON: {reason}; fix the file (e.g. `python -m json.tool {path}`)")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// A JSON file is valid JSON but has the wrong shape.
+    #[error("{path}: {reason}")]
+    JsonContent {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A TSV table is malformed.
+    #[error("{path}: {reason}")]
+    Table {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line number) and what is expected.
+        reason: String,
+    },
+    /// The BIDS filter file is unusable.
+    #[error("{path}: invalid BIDS filter file: {reason}")]
+    Filter {
+        /// The filter file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A derivatives folder given with `--derivatives` is unusable.
+    #[error("{path}: {reason}")]
+    Derivatives {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the file system failed.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The path being read.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl BidsError {
+    /// True when the dataset content is at fault (validation/bad data), false for OS errors.
+    pub fn is_io(&self) -> bool {
+        matches!(self, BidsError::Io { .. })
+    }
+}

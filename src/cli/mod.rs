@@ -1,0 +1,384 @@
+//! Everything about the command line: the clap types ([`Args`], mirroring the BIDS-App contract),
+//! their validation into [`Settings`] (labels without prefixes, resolved paths, the parsed filter
+//! file), the exit-code table ([`ExitStatus`], from the BIDS execution spec), and log/progress setup
+//! ([`logging`]).
+
+pub mod logging;
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, Parser};
+
+use crate::bids::{Query, is_label};
+use crate::preprocess::intensity::IntensityScaling;
+
+/// Exit codes of the BIDS execution specification (and sysexits for the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: everything selected was processed.
+    Success = 0,
+    /// 1: some subjects failed (the others completed).
+    SomeFailed = 1,
+    /// 16: the input dataset failed validation.
+    InvalidInput = 16,
+    /// 17: unknown analysis level.
+    UnknownLevel = 17,
+    /// 18: the participant/session labels or filters selected nothing.
+    NothingSelected = 18,
+    /// 64: command-line usage error.
+    Usage = 64,
+    /// 65: input data unusable.
+    DataError = 65,
+    /// 66: an input file or folder does not exist.
+    NoInput = 66,
+    /// 73: an output cannot be created.
+    CannotCreate = 73,
+    /// 74: an I/O error.
+    IoError = 74,
+}
+
+impl ExitStatus {
+    /// The numeric process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `hcld BIDS_DIR OUTPUT_DIR {participant,group} [options]`
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hcld",
+    version,
+    about = "Harmonise T1-weighted MRI across scanners and sites (a BIDS-App)",
+    long_about = "Harmonise T1-weighted MRI across scanners and sites (a BIDS-App).\n\n\
+        Reads a BIDS dataset (never writes to it) and writes a BIDS derivatives dataset to OUTPUT_DIR. \
+        Multi-word options accept both spellings (--participant-label and --participant_label).",
+    after_help = "Exit codes: 0 ok, 1 some subjects failed, 16 input failed validation, 17 unknown analysis level, \
+        18 labels/filters selected nothing, 64 usage, 65 bad data, 66 missing input, 73 cannot create output, 74 I/O error."
+)]
+pub struct Args {
+    /// The root of the BIDS dataset (raw, or sMRIPrep/fMRIPrep derivatives). Read only.
+    #[arg(value_name = "BIDS_DIR")]
+    pub bids_dir: PathBuf,
+    /// Where derivatives go (created if missing; may be BIDS_DIR/derivatives/hcld).
+    #[arg(value_name = "OUTPUT_DIR")]
+    pub output_dir: PathBuf,
+    /// `participant` (preprocess/harmonise each subject) or `group` (dataset-wide steps).
+    #[arg(value_name = "ANALYSIS_LEVEL")]
+    pub analysis_level: String,
+    /// Subjects to process, with or without `sub-` (default: all).
+    #[arg(long = "participant-label", alias = "participant_label", num_args = 1.., value_name = "LABEL")]
+    pub participant_label: Vec<String>,
+    /// Sessions to process, with or without `ses-` (default: all).
+    #[arg(long = "session-label", alias = "session_label", num_args = 1.., value_name = "LABEL")]
+    pub session_label: Vec<String>,
+    /// JSON file of pybids-style filters, e.g. {"t1w": {"acquisition": "mprage", "run": 1}}.
+    #[arg(long = "bids-filter-file", alias = "bids_filter_file", value_name = "FILE")]
+    pub bids_filter_file: Option<PathBuf>,
+    /// Existing derivatives (sMRIPrep/fMRIPrep) to reuse; BIDS_DIR/derivatives/* are also searched.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub derivatives: Vec<PathBuf>,
+    /// Work directory for intermediate files (default: $TMPDIR/hcld-work).
+    #[arg(short = 'w', long = "work-dir", alias = "work_dir", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Skip validation of BIDS_DIR (a missing dataset_description.json or broken participants.tsv
+    /// become warnings).
+    #[arg(
+        long = "skip-bids-validation",
+        aliases = ["skip_bids_validation", "skip-bids-validator", "skip_bids_validator"]
+    )]
+    pub skip_bids_validation: bool,
+    /// Maximum number of threads (default: all CPUs).
+    #[arg(long, aliases = ["n-cpus", "n_cpus", "nthreads"], value_name = "N")]
+    pub nprocs: Option<usize>,
+    /// Maximum threads per subject (default: 1 when several subjects run at once).
+    #[arg(long = "omp-nthreads", alias = "omp_nthreads", value_name = "N")]
+    pub omp_nthreads: Option<usize>,
+    /// Memory budget, in MB or with a unit (16000, 16GB); bounds how many subjects run at once.
+    #[arg(long, aliases = ["mem-mb", "mem_mb"], value_name = "MEM")]
+    pub mem: Option<String>,
+    /// Stop at the first subject that fails instead of continuing with the others.
+    #[arg(long = "stop-on-first-crash", alias = "stop_on_first_crash")]
+    pub stop_on_first_crash: bool,
+    /// Accepted for compatibility; hcld never sends anything anywhere.
+    #[arg(long)]
+    pub notrack: bool,
+    /// More log output (-v info per file, -vv debug).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Random seed for every stochastic step.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Redo outputs that are already complete and current.
+    #[arg(long)]
+    pub force: bool,
+    /// Foreground percentiles mapped to 0 and 1 by intensity scaling.
+    #[arg(
+        long = "intensity-percentiles",
+        alias = "intensity_percentiles",
+        num_args = 2,
+        value_names = ["LOW", "HIGH"],
+        default_values_t = [0.5, 99.5]
+    )]
+    pub intensity_percentiles: Vec<f64>,
+    /// Upper clip of scaled intensities.
+    #[arg(long = "intensity-clip", alias = "intensity_clip", default_value_t = 1.5, value_name = "MAX")]
+    pub intensity_clip: f64,
+}
+
+/// The analysis level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalysisLevel {
+    /// Per-subject processing.
+    Participant,
+    /// Dataset-wide processing.
+    Group,
+}
+
+/// Validated settings: what the pipeline runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Canonical BIDS_DIR.
+    pub bids_dir: PathBuf,
+    /// Absolute OUTPUT_DIR (may not exist yet).
+    pub output_dir: PathBuf,
+    /// Analysis level.
+    pub level: AnalysisLevel,
+    /// Subject labels without `sub-` (empty = all).
+    pub participants: Vec<String>,
+    /// Session labels without `ses-` (empty = all).
+    pub sessions: Vec<String>,
+    /// The T1w query from `--bids-filter-file`, if given.
+    pub t1w_filter: Option<Query>,
+    /// `--derivatives` folders, resolved.
+    pub derivatives: Vec<PathBuf>,
+    /// Work directory.
+    pub work_dir: PathBuf,
+    /// `--skip-bids-validation`.
+    pub skip_validation: bool,
+    /// Threads in total.
+    pub nprocs: usize,
+    /// Threads per subject.
+    pub omp_nthreads: usize,
+    /// Memory budget in MB.
+    pub mem_mb: Option<u64>,
+    /// `--stop-on-first-crash`.
+    pub stop_on_first_crash: bool,
+    /// Verbosity (0 = warnings and summary).
+    pub verbosity: u8,
+    /// Random seed.
+    pub seed: u64,
+    /// Redo current outputs.
+    pub force: bool,
+    /// Intensity scaling parameters.
+    pub intensity: IntensityScaling,
+}
+
+/// A command-line problem, with the exit status it maps to.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// One-line message naming the argument or file and the fix.
+    pub message: String,
+}
+
+fn cli_err(status: ExitStatus, message: String) -> CliError {
+    CliError { status, message }
+}
+
+impl Settings {
+    /// Validates parsed arguments.
+    pub fn from_args(args: &Args) -> Result<Settings, CliError> {
+        let level = match args.analysis_level.as_str() {
+            "participant" => AnalysisLevel::Participant,
+            "group" => AnalysisLevel::Group,
+            other => {
+                return Err(cli_err(
+                    ExitStatus::UnknownLevel,
+                    format!("unknown analysis level '{other}'; use 'participant' or 'group'"),
+                ));
+            }
+        };
+        if !args.bids_dir.is_dir() {
+            return Err(cli_err(
+                ExitStatus::NoInput,
+                format!("{}: BIDS_DIR not found or not a directory", args.bids_dir.display()),
+            ));
+        }
+        let bids_dir = std::fs::canonicalize(&args.bids_dir).map_err(|e| {
+            cli_err(ExitStatus::NoInput, format!("{}: cannot resolve BIDS_DIR: {e}", args.bids_dir.display()))
+        })?;
+        let output_dir = resolve(&args.output_dir);
+        if output_dir == bids_dir {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!("{}: OUTPUT_DIR is BIDS_DIR; hcld never writes into the input dataset, use e.g. {}/derivatives/hcld", output_dir.display(), bids_dir.display()),
+            ));
+        }
+        if output_dir.starts_with(&bids_dir) && !output_dir.starts_with(bids_dir.join("derivatives")) {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!("{}: OUTPUT_DIR lies inside BIDS_DIR; hcld never writes into the input dataset, use a folder outside it or under {}/derivatives/", output_dir.display(), bids_dir.display()),
+            ));
+        }
+        if bids_dir.starts_with(&output_dir) {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!("{}: OUTPUT_DIR contains BIDS_DIR; choose a separate folder", output_dir.display()),
+            ));
+        }
+        let participants = labels(&args.participant_label, "sub-", "--participant-label")?;
+        let sessions = labels(&args.session_label, "ses-", "--session-label")?;
+        let t1w_filter = match &args.bids_filter_file {
+            None => None,
+            Some(p) if !p.is_file() => {
+                return Err(cli_err(ExitStatus::NoInput, format!("{}: --bids-filter-file not found", p.display())));
+            }
+            Some(p) => Query::from_filter_file(p, "t1w").map_err(|e| cli_err(ExitStatus::Usage, e.to_string()))?,
+        };
+        let mut derivatives = Vec::new();
+        for d in &args.derivatives {
+            if !d.is_dir() {
+                return Err(cli_err(ExitStatus::NoInput, format!("{}: --derivatives folder not found", d.display())));
+            }
+            derivatives.push(resolve(d));
+        }
+        let work_dir = args.work_dir.as_deref().map(resolve).unwrap_or_else(|| std::env::temp_dir().join("hcld-work"));
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let nprocs = match args.nprocs {
+            Some(0) => return Err(cli_err(ExitStatus::Usage, "--nprocs must be at least 1".into())),
+            Some(n) => n,
+            None => cpus,
+        };
+        let omp_nthreads = match args.omp_nthreads {
+            Some(0) => return Err(cli_err(ExitStatus::Usage, "--omp-nthreads must be at least 1".into())),
+            Some(n) => n.min(nprocs),
+            None => 1,
+        };
+        let mem_mb = args.mem.as_deref().map(parse_mem).transpose().map_err(|m| cli_err(ExitStatus::Usage, m))?;
+        let intensity = IntensityScaling {
+            low_percentile: args.intensity_percentiles[0],
+            high_percentile: args.intensity_percentiles[1],
+            clip_max: args.intensity_clip,
+        };
+        intensity
+            .validate()
+            .map_err(|m| cli_err(ExitStatus::Usage, format!("--intensity-percentiles/--intensity-clip: {m}")))?;
+        Ok(Settings {
+            bids_dir,
+            output_dir,
+            level,
+            participants,
+            sessions,
+            t1w_filter,
+            derivatives,
+            work_dir,
+            skip_validation: args.skip_bids_validation,
+            nprocs,
+            omp_nthreads,
+            mem_mb,
+            stop_on_first_crash: args.stop_on_first_crash,
+            verbosity: args.verbose,
+            seed: args.seed,
+            force: args.force,
+            intensity,
+        })
+    }
+}
+
+/// Strips an optional prefix and checks the BIDS label grammar (this also rules out `../x`).
+fn labels(raw: &[String], prefix: &str, option: &str) -> Result<Vec<String>, CliError> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let l = r.strip_prefix(prefix).unwrap_or(r);
+        if !is_label(l) {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!("{option} '{r}' is not a BIDS label (letters and digits only, e.g. 01 or {prefix}01)"),
+            ));
+        }
+        if !out.iter().any(|x| x == l) {
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `16000`, `16000MB`, `16GB`, `16G`, `1.5TB` → megabytes.
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("--mem '{s}': expected a number with an optional unit (MB, GB)"))?;
+    let mult = match unit.trim() {
+        "" | "M" | "MB" => 1.0,
+        "G" | "GB" => 1000.0,
+        "T" | "TB" => 1_000_000.0,
+        "K" | "KB" => 0.001,
+        _ => return Err(format!("--mem '{s}': unknown unit (use MB or GB)")),
+    };
+    let mb = (v * mult).round();
+    if mb < 1.0 {
+        return Err(format!("--mem '{s}' is less than 1 MB"));
+    }
+    Ok(mb as u64)
+}
+
+/// Absolute, with symlinks resolved as far as the path exists (OUTPUT_DIR may not exist yet).
+fn resolve(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&existing) {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_drop_prefixes_and_reject_paths() {
+        assert_eq!(labels(&["sub-01".into(), "02".into(), "01".into()], "sub-", "x").unwrap(), ["01", "02"]);
+        assert!(labels(&["../x".into()], "sub-", "x").is_err());
+        assert!(labels(&["sub-".into()], "sub-", "x").is_err());
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_mem("16000").unwrap(), 16000);
+        assert_eq!(parse_mem("16GB").unwrap(), 16000);
+        assert_eq!(parse_mem("1.5g").unwrap(), 1500);
+        assert!(parse_mem("lots").is_err());
+        assert!(parse_mem("5XB").is_err());
+    }
+
+    #[test]
+    fn both_spellings_parse() {
+        let a = Args::try_parse_from([
+            "hcld", "in", "out", "participant", "--participant_label", "01", "--skip_bids_validation", "--omp_nthreads", "2",
+        ])
+        .unwrap();
+        assert_eq!(a.participant_label, ["01"]);
+        assert!(a.skip_bids_validation);
+        let b = Args::try_parse_from(["hcld", "in", "out", "participant", "--participant-label", "01", "02", "-vv"]).unwrap();
+        assert_eq!(b.participant_label, ["01", "02"]);
+        assert_eq!(b.verbose, 2);
+    }
+}

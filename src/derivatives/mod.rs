@@ -1,0 +1,424 @@
+//! The only writer into OUTPUT_DIR, which it keeps a valid BIDS derivatives dataset.
+//!
+//! It owns output names ([`DerivativeName`], one pattern table), JSON sidecars ([`Sidecar`]),
+//! `dataset_description.json` and `.bidsignore`, the per-output locks that keep parallel jobs
+//! (one process per participant, SLURM arrays) from interleaving, and atomic writes: every file is
+//! written to a hidden temporary name in its final folder, synced, then renamed into place, so an
+//! interrupted run never leaves a file that looks finished. Image encoding is delegated to
+//! [`crate::volume`].
+
+mod names;
+
+pub use names::DerivativeName;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value, json};
+
+use crate::bids::Entity;
+use crate::volume::{OutputDtype, Volume, VolumeError, XformCode, write_nifti};
+
+/// The BIDS version our outputs follow.
+pub const BIDS_VERSION: &str = "1.10.0";
+
+/// Prefix of temporary files; hidden, so BIDS tools and hcld's own index skip leftovers.
+const TMP_PREFIX: &str = ".hcldtmp-";
+
+/// What goes into `.bidsignore`: things a person needs that BIDS has no name for.
+const BIDSIGNORE: &str = "logs/\n*.html\nsub-*/figures/\n";
+
+/// Why something could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DerivativesError {
+    /// A folder or file could not be created (exit 73).
+    #[error("{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space")]
+    CannotCreate {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Writing or renaming failed part-way (exit 74).
+    #[error("{path}: write failed: {reason}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// An output name does not fit the pattern table (a bug in hcld, reported loudly).
+    #[error("cannot name output '{name}': {reason}")]
+    Naming {
+        /// The name as far as it was built.
+        name: String,
+        /// Why it is not a valid derivatives name.
+        reason: String,
+    },
+    /// OUTPUT_DIR already holds another pipeline's derivatives.
+    #[error(
+        "{path}: OUTPUT_DIR already holds derivatives made by '{pipeline}'; give hcld its own OUTPUT_DIR (e.g. derivatives/hcld)"
+    )]
+    ForeignDataset {
+        /// The existing `dataset_description.json`.
+        path: PathBuf,
+        /// Who made it.
+        pipeline: String,
+    },
+    /// Encoding an image failed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+}
+
+/// The dataset the outputs are derived from (named `raw` in BIDS URIs).
+#[derive(Debug, Clone)]
+pub struct SourceDataset {
+    /// Absolute path of the source dataset root.
+    pub root: PathBuf,
+    /// Its `Name`.
+    pub name: String,
+}
+
+/// JSON metadata written beside an image.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sidecar {
+    fields: Map<String, Value>,
+}
+
+impl Sidecar {
+    /// A sidecar with the BIDS fields every hcld image carries.
+    pub fn new(description: &str, sources: &[String], skull_stripped: bool) -> Sidecar {
+        let mut fields = Map::new();
+        fields.insert("Description".into(), json!(description));
+        fields.insert("Sources".into(), json!(sources));
+        fields.insert("SkullStripped".into(), json!(skull_stripped));
+        Sidecar { fields }
+    }
+
+    /// Adds or replaces a field.
+    pub fn insert(mut self, key: &str, value: Value) -> Sidecar {
+        self.fields.insert(key.to_string(), value);
+        self
+    }
+
+    /// A field's value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// The fields.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+}
+
+/// A BIDS URI for a file of the source dataset (`bids:raw:sub-01/anat/sub-01_T1w.nii.gz`).
+pub fn source_uri(rel_path: &str) -> String {
+    format!("bids:raw:{rel_path}")
+}
+
+/// An exclusive lock on one output stem, held while a job writes it; released on drop.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: File,
+}
+
+/// OUTPUT_DIR as a BIDS derivatives dataset.
+#[derive(Debug, Clone)]
+pub struct DerivativesDataset {
+    root: PathBuf,
+}
+
+impl DerivativesDataset {
+    /// Opens (creating if needed) the derivatives dataset at `root`. `dataset_description.json` is
+    /// created atomically without overwriting, so N jobs started at once agree on one file; an
+    /// existing description from another pipeline is an error.
+    pub fn open(root: &Path, source: &SourceDataset) -> Result<DerivativesDataset, DerivativesError> {
+        std::fs::create_dir_all(root).map_err(|e| DerivativesError::CannotCreate { path: root.to_path_buf(), source: e })?;
+        let ds = DerivativesDataset { root: root.to_path_buf() };
+        let desc_path = root.join("dataset_description.json");
+        let url = file_url(&source.root);
+        let description = json!({
+            "Name": format!("hcld derivatives of {}", if source.name.is_empty() { "a BIDS dataset" } else { &source.name }),
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [{
+                "Name": "hcld",
+                "Version": crate::VERSION,
+                "CodeURL": crate::CODE_URL,
+                "Description": "T1w harmonisation across scanners and sites with 3D conditional latent diffusion (HCLD)"
+            }],
+            "SourceDatasets": [{"URL": url}],
+            "DatasetLinks": {"raw": url},
+        });
+        match std::fs::read(&desc_path) {
+            Ok(bytes) => ds.check_existing_description(&desc_path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let text = pretty(&description);
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(TMP_PREFIX)
+                    .tempfile_in(root)
+                    .map_err(|e| DerivativesError::CannotCreate { path: root.to_path_buf(), source: e })?;
+                std::io::Write::write_all(&mut tmp, text.as_bytes())
+                    .map_err(|e| DerivativesError::Write { path: desc_path.clone(), reason: e.to_string() })?;
+                match tmp.persist_noclobber(&desc_path) {
+                    Ok(_) => {}
+                    // Another job created it first: fine if it is ours.
+                    Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let bytes = std::fs::read(&desc_path)
+                            .map_err(|e| DerivativesError::Write { path: desc_path.clone(), reason: e.to_string() })?;
+                        ds.check_existing_description(&desc_path, &bytes)?;
+                    }
+                    Err(e) => {
+                        return Err(DerivativesError::Write { path: desc_path, reason: e.error.to_string() });
+                    }
+                }
+            }
+            Err(e) => return Err(DerivativesError::Write { path: desc_path, reason: e.to_string() }),
+        }
+        ds.write_text_if_changed(&root.join(".bidsignore"), BIDSIGNORE)?;
+        let logs = ds.logs_dir();
+        std::fs::create_dir_all(&logs).map_err(|e| DerivativesError::CannotCreate { path: logs, source: e })?;
+        Ok(ds)
+    }
+
+    fn check_existing_description(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
+        let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let name = v
+            .get("GeneratedBy")
+            .and_then(|g| g.get(0))
+            .and_then(|g| g.get("Name"))
+            .and_then(Value::as_str)
+            .unwrap_or("an unknown tool (unreadable dataset_description.json)");
+        if name != "hcld" {
+            return Err(DerivativesError::ForeignDataset { path: path.to_path_buf(), pipeline: name.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The dataset root (OUTPUT_DIR).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where run logs go (`OUTPUT_DIR/logs`, listed in `.bidsignore`).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Absolute path of a named output.
+    pub fn path(&self, name: &DerivativeName) -> Result<PathBuf, DerivativesError> {
+        Ok(self.root.join(name.rel_path()?))
+    }
+
+    /// Takes the exclusive lock for the outputs of one source file, waiting while another process
+    /// (or thread) holds it. Locks live in `OUTPUT_DIR/.hcld/locks/`.
+    pub fn lock(&self, name: &DerivativeName) -> Result<OutputLock, DerivativesError> {
+        let dir = self.root.join(".hcld").join("locks");
+        std::fs::create_dir_all(&dir).map_err(|e| DerivativesError::CannotCreate { path: dir.clone(), source: e })?;
+        let key: Vec<String> = name.entity_pairs().map(|(e, v)| format!("{}-{v}", e.key())).collect();
+        let path = dir.join(format!("{}.lock", key.join("_")));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| DerivativesError::CannotCreate { path: path.clone(), source: e })?;
+        file.lock().map_err(|e| DerivativesError::Write { path, reason: format!("cannot lock: {e}") })?;
+        Ok(OutputLock { _file: file })
+    }
+
+    /// Reads the sidecar of a named output, if it exists and parses.
+    pub fn read_sidecar(&self, name: &DerivativeName) -> Option<Map<String, Value>> {
+        let p = self.path(&name.with_extension(".json")).ok()?;
+        match serde_json::from_slice(&std::fs::read(p).ok()?).ok()? {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Writes an image and then its sidecar, each atomically. The sidecar is written last, so a
+    /// sidecar on disk means its image is complete. A `res-` entity requires a `Resolution` field.
+    pub fn write_image(
+        &self,
+        name: &DerivativeName,
+        volume: &Volume,
+        dtype: OutputDtype,
+        code: XformCode,
+        sidecar: &Sidecar,
+    ) -> Result<PathBuf, DerivativesError> {
+        if name.entity(Entity::Resolution).is_some() && sidecar.get("Resolution").is_none() {
+            return Err(DerivativesError::Naming {
+                name: format!("{name:?}"),
+                reason: "res- is used but the sidecar has no Resolution field".into(),
+            });
+        }
+        let image_path = self.path(name)?;
+        let json_path = self.path(&name.with_extension(".json"))?;
+        let descrip = format!("hcld {}", crate::VERSION);
+        write_atomic(&image_path, |tmp| {
+            write_nifti(tmp, volume, dtype, code, &descrip).map_err(|e| e.to_string())
+        })?;
+        self.write_text_if_changed(&json_path, &pretty(&Value::Object(sidecar.fields.clone())))?;
+        Ok(image_path)
+    }
+
+    /// Writes a text file atomically unless it already has exactly this content (re-runs keep
+    /// mtimes, and N jobs writing the same content never clash).
+    pub fn write_text_if_changed(&self, path: &Path, text: &str) -> Result<(), DerivativesError> {
+        if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
+            return Ok(());
+        }
+        write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| e.to_string()))
+    }
+
+    /// Removes temporary files left in `dir` by killed runs. Call only while holding the lock of
+    /// the outputs in that folder, so no live writer's temporary file is removed.
+    pub fn remove_stale_temporaries(&self, name: &DerivativeName) {
+        let Ok(path) = self.path(name) else { return };
+        let (Some(dir), Some(stem)) = (path.parent(), name_stem(&path)) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(TMP_PREFIX) && n.contains(&stem) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+impl DerivativeName {
+    /// Entities that identify the source (`sub`, `ses`, `acq`, `ce`, `rec`, `run`), for lock keys.
+    fn entity_pairs(&self) -> impl Iterator<Item = (Entity, &str)> {
+        [Entity::Subject, Entity::Session, Entity::Acquisition, Entity::Ceagent, Entity::Reconstruction, Entity::Run]
+            .into_iter()
+            .filter_map(|e| self.entity(e).map(|v| (e, v)))
+    }
+}
+
+/// The part of a file name shared by all outputs of one source (`sub-01_ses-1`).
+fn name_stem(path: &Path) -> Option<String> {
+    let n = path.file_name()?.to_str()?;
+    Some(n.split('_').take_while(|p| p.starts_with("sub-") || p.starts_with("ses-")).collect::<Vec<_>>().join("_"))
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `dest` through a hidden temporary file in the same folder (so the rename is atomic),
+/// synced before the rename; the temporary is removed if writing fails.
+fn write_atomic(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), DerivativesError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate { path: dir.to_path_buf(), source: e })?;
+    let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    // The temporary keeps the final name as its tail, so writers that pick the format from the
+    // extension (`.nii.gz`) see the right one.
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}-{file_name}", std::process::id()));
+    struct Cleanup<'a>(&'a Path, bool);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+    }
+    let mut guard = Cleanup(&tmp, false);
+    let werr = |reason: String| DerivativesError::Write { path: dest.to_path_buf(), reason };
+    write(&tmp).map_err(werr)?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| werr(e.to_string()))?;
+    std::fs::rename(&tmp, dest).map_err(|e| werr(e.to_string()))?;
+    guard.1 = true;
+    Ok(())
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    s
+}
+
+/// `file://` URL of an absolute path.
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bids::BidsFile;
+
+    fn source() -> SourceDataset {
+        SourceDataset { root: PathBuf::from("/data/bids"), name: "test".into() }
+    }
+
+    #[test]
+    fn description_is_created_once_and_foreign_datasets_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        DerivativesDataset::open(&out, &source()).unwrap();
+        let first = std::fs::read(out.join("dataset_description.json")).unwrap();
+        DerivativesDataset::open(&out, &source()).unwrap();
+        assert_eq!(std::fs::read(out.join("dataset_description.json")).unwrap(), first);
+        let v: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(v["DatasetType"], "derivative");
+        assert_eq!(v["GeneratedBy"][0]["Name"], "hcld");
+        std::fs::write(out.join("dataset_description.json"), r#"{"GeneratedBy":[{"Name":"fMRIPrep"}]}"#).unwrap();
+        let e = DerivativesDataset::open(&out, &source()).unwrap_err();
+        assert!(matches!(e, DerivativesError::ForeignDataset { .. }), "{e}");
+    }
+
+    #[test]
+    fn concurrent_opens_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| DerivativesDataset::open(&out, &source()).unwrap());
+            }
+        });
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty());
+        let v: Value = serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap()).unwrap();
+        assert_eq!(v["Name"], "hcld derivatives of test");
+    }
+
+    #[test]
+    fn failed_writes_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x.json");
+        let r = write_atomic(&dest, |tmp| {
+            std::fs::write(tmp, "partial").unwrap();
+            Err("boom".into())
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn image_and_sidecar_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = DerivativesDataset::open(d.path(), &source()).unwrap();
+        let src = BidsFile::from_rel("sub-01/anat/sub-01_T1w.nii.gz".into(), false);
+        let name = DerivativeName::from_source(&src, "T1w", ".nii.gz").with(Entity::Description, "preproc");
+        let vol = Volume::new([2, 3, 4], nalgebra::Matrix4::identity(), (0..24).map(|v| v as f32 * 0.5).collect()).unwrap();
+        let sc = Sidecar::new("test", &[source_uri(src.rel_path())], false);
+        let _lock = ds.lock(&name).unwrap();
+        let p = ds.write_image(&name, &vol, OutputDtype::Float32, XformCode::ScannerAnat, &sc).unwrap();
+        assert!(p.ends_with("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz"));
+        let (back, _) = crate::volume::read_nifti(&p).unwrap();
+        assert_eq!(back.data(), vol.data());
+        assert_eq!(ds.read_sidecar(&name).unwrap()["Sources"][0], "bids:raw:sub-01/anat/sub-01_T1w.nii.gz");
+        let res = name.clone().with(Entity::Resolution, "2");
+        assert!(ds.write_image(&res, &vol, OutputDtype::Float32, XformCode::Mni152, &sc).is_err());
+    }
+}

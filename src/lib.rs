@@ -1,0 +1,25 @@
+//! hcld: a BIDS-App that harmonises T1-weighted MRI across scanners and sites.
+//!
+//! The binary (`src/main.rs`) is thin: it parses the command line with [`cli`], hands the
+//! validated [`cli::Settings`] to [`pipeline::run`], and maps the outcome to an exit code.
+//! Dependencies point one way:
+//! `cli → pipeline → {bids, preprocess, derivatives} → volume`.
+//!
+//! - [`bids`] indexes a BIDS dataset read-only (entities, sidecars, tables, derivatives).
+//! - [`volume`] owns the in-memory image type and every call into the `nifti` crate.
+//! - [`preprocess`] holds pure `Volume → Volume` steps.
+//! - [`derivatives`] is the only writer into OUTPUT_DIR (names, sidecars, atomic writes).
+//! - [`pipeline`] runs the participant and group levels and returns per-subject outcomes.
+#![deny(missing_docs)]
+
+pub mod bids;
+pub mod cli;
+pub mod derivatives;
+pub mod pipeline;
+pub mod preprocess;
+pub mod volume;
+
+/// The hcld version, as written into every sidecar and `dataset_description.json`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Where the source code lives (the `CodeURL` of `GeneratedBy`).
+pub const CODE_URL: &str = env!("CARGO_PKG_REPOSITORY");

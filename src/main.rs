@@ -1,0 +1,69 @@
+//! The `hcld` binary: parse the command line, run the requested level, map the outcome to an exit
+//! code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use hcld::cli::{self, Args, CliError, ExitStatus, Settings};
+use hcld::pipeline::{self, PipelineError};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(ExitStatus::Usage.code()),
+            };
+        }
+    };
+    match run(&args) {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(e) => {
+            eprintln!("hcld: error: {e:#}");
+            ExitCode::from(status_of(&e).code())
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<ExitStatus> {
+    let settings = Settings::from_args(args)?;
+    let (out, log_file) = pipeline::prepare_output(&settings)?;
+    cli::logging::init(settings.verbosity, Some(&log_file)).map_err(anyhow::Error::msg)?;
+    tracing::info!("hcld {} {}", hcld::VERSION, std::env::args().collect::<Vec<_>>().join(" "));
+    tracing::debug!("settings: {settings:?}");
+    let summary = pipeline::run(&settings, &out).context("run stopped")?;
+    let failed = summary.failures().count();
+    let total = summary.reports.len();
+    for (job, e) in summary.failures() {
+        tracing::error!("failed: sub-{}: {e}", job.subject());
+    }
+    let status = summary.exit_status();
+    if failed == 0 {
+        tracing::info!("done: {total} of {total} succeeded; outputs in {}", out.root().display());
+    } else {
+        tracing::error!(
+            "{failed} of {total} failed (exit {}); the others completed; log: {}",
+            status.code(),
+            log_file.display()
+        );
+    }
+    Ok(status)
+}
+
+/// The exit status of a run-stopping error: the first typed error in the chain decides.
+fn status_of(e: &anyhow::Error) -> ExitStatus {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<CliError>() {
+            return c.status;
+        }
+        if let Some(p) = cause.downcast_ref::<PipelineError>() {
+            return p.exit_status();
+        }
+    }
+    ExitStatus::IoError
+}

@@ -1,0 +1,124 @@
+//! The job list: one job per selected T1w image, from the participant/session labels, the BIDS
+//! filter file and the dataset index.
+
+use std::path::PathBuf;
+
+use crate::bids::{BidsFile, Entity, Filter, Layout, Query, t1w_query};
+use crate::cli::Settings;
+
+use super::PipelineError;
+
+/// One T1w image to process.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The indexed source file.
+    pub source: BidsFile,
+    /// Its absolute path.
+    pub path: PathBuf,
+}
+
+impl Job {
+    /// Subject label (without `sub-`).
+    pub fn subject(&self) -> &str {
+        self.source.entity(Entity::Subject).unwrap_or_default()
+    }
+
+    /// `sub-01 sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz`-style label for logs.
+    pub fn label(&self) -> String {
+        format!("sub-{} {}", self.subject(), self.source.rel_path())
+    }
+}
+
+/// Selects the T1w images to process. Requested labels that do not exist, and selections that
+/// match no T1w image, are errors (exit 18) that say what is available.
+pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, PipelineError> {
+    let root = layout.root().display();
+    let subjects = layout.subjects();
+    if subjects.is_empty() {
+        return Err(PipelineError::NothingSelected(format!(
+            "{root}: no sub-* folders; is BIDS_DIR the root of a BIDS dataset?"
+        )));
+    }
+    let missing: Vec<&String> = settings.participants.iter().filter(|p| !subjects.contains(p)).collect();
+    if !missing.is_empty() {
+        return Err(PipelineError::NothingSelected(format!(
+            "{root}: --participant-label {} not found; available: {}",
+            missing.iter().map(|m| format!("sub-{m}")).collect::<Vec<_>>().join(" "),
+            preview(&subjects, "sub-")
+        )));
+    }
+    if let Some(t) = layout.participants() {
+        let listed: Vec<&str> = t.keys().collect();
+        let unlisted: Vec<String> =
+            subjects.iter().filter(|s| !listed.contains(&format!("sub-{s}").as_str())).cloned().collect();
+        if !unlisted.is_empty() {
+            tracing::warn!(
+                "{}: {} subject folder(s) not listed: {}",
+                t.path().display(),
+                unlisted.len(),
+                preview(&unlisted, "sub-")
+            );
+        }
+    }
+    let mut query = t1w_query(layout);
+    if let Some(user) = &settings.t1w_filter {
+        query = query.merged(user);
+    }
+    if !settings.participants.is_empty() {
+        query = query.entity(Entity::Subject, &settings.participants);
+    }
+    if !settings.sessions.is_empty() {
+        let sessions = layout.sessions();
+        let unknown: Vec<&String> = settings.sessions.iter().filter(|s| !sessions.contains(s)).collect();
+        if !unknown.is_empty() {
+            return Err(PipelineError::NothingSelected(format!(
+                "{root}: --session-label {} not found; available: {}",
+                unknown.iter().map(|m| format!("ses-{m}")).collect::<Vec<_>>().join(" "),
+                if sessions.is_empty() { "none (the dataset has no sessions)".into() } else { preview(&sessions, "ses-") }
+            )));
+        }
+        query = query.with(crate::bids::Field::Entity(Entity::Session), Filter::OneOf(settings.sessions.clone()));
+    }
+    let files = layout.get(&query);
+    if files.is_empty() {
+        return Err(PipelineError::NothingSelected(format!(
+            "{root}: no T1w image matches the selection ({}); check the labels and --bids-filter-file",
+            describe(&query)
+        )));
+    }
+    let selected: Vec<&str> = files.iter().filter_map(|f| f.entity(Entity::Subject)).collect();
+    let wanted = if settings.participants.is_empty() { &subjects } else { &settings.participants };
+    for s in wanted {
+        if !selected.contains(&s.as_str()) {
+            tracing::warn!("sub-{s}: no T1w image matches the selection; skipped");
+        }
+    }
+    Ok(files.into_iter().map(|f| Job { path: layout.path_of(f), source: f.clone() }).collect())
+}
+
+fn preview(labels: &[String], prefix: &str) -> String {
+    let mut s: Vec<String> = labels.iter().take(10).map(|l| format!("{prefix}{l}")).collect();
+    if labels.len() > 10 {
+        s.push(format!("… ({} in all)", labels.len()));
+    }
+    s.join(" ")
+}
+
+fn describe(q: &Query) -> String {
+    q.conditions()
+        .iter()
+        .map(|(f, v)| {
+            let field = match f {
+                crate::bids::Field::Entity(e) => e.name().to_string(),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            let value = match v {
+                Filter::Any => "any".to_string(),
+                Filter::Absent => "none".to_string(),
+                Filter::OneOf(v) => v.join("|"),
+            };
+            format!("{field}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

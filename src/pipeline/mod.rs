@@ -1,0 +1,212 @@
+//! The participant and group levels: build the job list from the BIDS index, run jobs in parallel
+//! (bounded by `--nprocs`, `--omp-nthreads` and `--mem`), skip outputs that are already current,
+//! and return one outcome per job as a value. Printing the summary and choosing the exit code is
+//! the caller's business ([`RunSummary::exit_status`] gives the code the BIDS execution spec wants).
+
+mod jobs;
+mod participant;
+
+pub use jobs::{Job, select_jobs};
+pub use participant::{JobError, preproc_name};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use crate::bids::{BidsError, IndexOptions, Layout};
+use crate::cli::logging::Progress;
+use crate::cli::{AnalysisLevel, ExitStatus, Settings};
+use crate::derivatives::{DerivativesDataset, DerivativesError, SourceDataset};
+
+/// Memory one subject needs at most today (a 1 mm 256³ volume in several f32 copies), in MB; used
+/// to bound concurrency under `--mem`.
+const MB_PER_SUBJECT: u64 = 1000;
+
+/// A failure that stops the whole run (as opposed to one subject).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The input dataset could not be indexed or failed validation.
+    #[error(transparent)]
+    Input(#[from] BidsError),
+    /// Labels or filters selected nothing.
+    #[error("{0}")]
+    NothingSelected(String),
+    /// OUTPUT_DIR could not be prepared.
+    #[error(transparent)]
+    Output(#[from] DerivativesError),
+    /// The thread pool could not start.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
+}
+
+impl PipelineError {
+    /// The exit status for this failure.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            PipelineError::Input(BidsError::NoDataset { .. }) => ExitStatus::NoInput,
+            PipelineError::Input(e) if e.is_io() => ExitStatus::IoError,
+            PipelineError::Input(BidsError::Derivatives { .. }) => ExitStatus::NoInput,
+            PipelineError::Input(_) => ExitStatus::InvalidInput,
+            PipelineError::NothingSelected(_) => ExitStatus::NothingSelected,
+            PipelineError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
+            PipelineError::Output(_) => ExitStatus::CannotCreate,
+            PipelineError::Threads(_) => ExitStatus::IoError,
+        }
+    }
+}
+
+/// What happened to one job.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Outputs were written.
+    Written(Vec<PathBuf>),
+    /// Outputs were already complete for the same input, parameters and version.
+    UpToDate(Vec<PathBuf>),
+    /// The job failed; others went on.
+    Failed(JobError),
+    /// Not started, because an earlier job failed under `--stop-on-first-crash`.
+    NotRun,
+}
+
+/// One job's report.
+#[derive(Debug)]
+pub struct JobReport {
+    /// The job.
+    pub job: Job,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// One report per job, in job order.
+    pub reports: Vec<JobReport>,
+    /// Whether `--stop-on-first-crash` was set.
+    pub stop_on_first_crash: bool,
+}
+
+impl RunSummary {
+    /// Jobs that failed.
+    pub fn failures(&self) -> impl Iterator<Item = (&Job, &JobError)> {
+        self.reports.iter().filter_map(|r| match &r.outcome {
+            Outcome::Failed(e) => Some((&r.job, e)),
+            _ => None,
+        })
+    }
+
+    /// 0 when nothing failed; 1 when some jobs failed and others completed; the failure's own code
+    /// (65 bad data, 74 I/O, ...) when every job failed or the run stopped at the first failure.
+    pub fn exit_status(&self) -> ExitStatus {
+        let mut failures = self.failures();
+        let Some((_, first)) = failures.next() else { return ExitStatus::Success };
+        let completed = self
+            .reports
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Written(_) | Outcome::UpToDate(_)));
+        if self.stop_on_first_crash || !completed { first.exit_status() } else { ExitStatus::SomeFailed }
+    }
+}
+
+/// Opens OUTPUT_DIR as hcld's derivatives dataset and returns it with the path of this run's log
+/// file (`logs/hcld_<level>_<UTC time>_<pid>.log`).
+pub fn prepare_output(settings: &Settings) -> Result<(DerivativesDataset, PathBuf), PipelineError> {
+    let name = crate::bids::DatasetDescription::read(&settings.bids_dir).map(|d| d.name).unwrap_or_default();
+    let source = SourceDataset { root: settings.bids_dir.clone(), name };
+    let out = DerivativesDataset::open(&settings.output_dir, &source)?;
+    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let level = match settings.level {
+        AnalysisLevel::Participant => "participant",
+        AnalysisLevel::Group => "group",
+    };
+    let log = out.logs_dir().join(format!("hcld_{level}_{stamp}_{}.log", std::process::id()));
+    Ok((out, log))
+}
+
+/// Runs the analysis level in `settings`, writing into `out`.
+pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, PipelineError> {
+    let options = IndexOptions {
+        derivatives: settings.derivatives.clone(),
+        exclude: vec![settings.output_dir.clone()],
+        strict: !settings.skip_validation,
+    };
+    let started = std::time::Instant::now();
+    let layout = Layout::index(&settings.bids_dir, &options)?;
+    tracing::info!(
+        "indexed {} ({} files, {} subjects, {} derivative datasets) in {:.2} s",
+        settings.bids_dir.display(),
+        layout.files().len(),
+        layout.subjects().len(),
+        layout.derivatives().len(),
+        started.elapsed().as_secs_f64()
+    );
+    for w in layout.warnings() {
+        tracing::warn!("{w}");
+    }
+    let jobs = select_jobs(&layout, settings)?;
+    match settings.level {
+        AnalysisLevel::Participant => run_jobs(settings, &jobs, "preprocess", |job| {
+            participant::preprocess(job, &layout, settings, out)
+        }),
+        AnalysisLevel::Group => run_jobs(settings, &jobs, "check", |job| participant::check_current(job, settings, out)),
+    }
+}
+
+/// Runs `work` over `jobs` on a bounded pool, honouring `--stop-on-first-crash`.
+fn run_jobs<F>(settings: &Settings, jobs: &[Job], what: &str, work: F) -> Result<RunSummary, PipelineError>
+where
+    F: Fn(&Job) -> Result<Outcome, JobError> + Sync,
+{
+    let by_threads = (settings.nprocs / settings.omp_nthreads).max(1);
+    let by_mem = settings.mem_mb.map(|m| (m / MB_PER_SUBJECT).max(1) as usize).unwrap_or(usize::MAX);
+    let workers = by_threads.min(by_mem).min(jobs.len().max(1));
+    tracing::info!("{} jobs, {} at a time", jobs.len(), workers);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .map_err(|e| PipelineError::Threads(e.to_string()))?;
+    let stop = AtomicBool::new(false);
+    let progress = Progress::new(jobs.len() as u64, what);
+    let outcomes: Vec<Outcome> = pool.install(|| {
+        jobs.par_iter()
+            .map(|job| {
+                if stop.load(Ordering::SeqCst) {
+                    return Outcome::NotRun;
+                }
+                let outcome = match work(job) {
+                    Ok(o) => o,
+                    Err(e) => Outcome::Failed(e),
+                };
+                match &outcome {
+                    Outcome::Written(p) => tracing::info!("{}: wrote {}", job.label(), list(p)),
+                    Outcome::UpToDate(p) => tracing::info!("{}: up to date, kept {}", job.label(), list(p)),
+                    Outcome::Failed(e) => {
+                        tracing::error!("{}: {e}", job.label());
+                        if settings.stop_on_first_crash {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Outcome::NotRun => {}
+                }
+                progress.inc(&job.label());
+                outcome
+            })
+            .collect()
+    });
+    drop(progress);
+    let reports = jobs.iter().cloned().zip(outcomes).map(|(job, outcome)| JobReport { job, outcome }).collect();
+    Ok(RunSummary { reports, stop_on_first_crash: settings.stop_on_first_crash })
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,718 @@
+//! NIfTI-1/NIfTI-2 reading and NIfTI-1 writing.
+//!
+//! NIfTI-1 headers are parsed and images written with the `nifti` crate. Three things are done
+//! here by hand, each because the crate does not do it in a way user data can rely on:
+//! - NIfTI-2 headers (540 bytes): nifti-rs 0.18 reads only NIfTI-1.
+//! - The affine: the crate's `qform_affine` panics on negative pixdims or a bad `qfac`, and its
+//!   fallback differs from nibabel's. We follow the standard's order (sform if `sform_code > 0`, else
+//!   qform if `qform_code > 0`, else pixdim scaling) with nibabel's numerics, so results match what
+//!   users see in nibabel, FSL and ANTs, and no header can panic the program.
+//! - Voxel conversion: values are scaled in `f64` as `raw * scl_slope + scl_inter` (nibabel's
+//!   `get_fdata`), with nibabel's rule that a zero or non-finite slope means "no scaling".
+//!
+//! Every read checks sizes before allocating, so a hostile or truncated header yields an error,
+//! never an abort.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+use nalgebra::{Matrix3, Matrix4, Vector3};
+use nifti::writer::WriterOptions;
+use nifti::{NiftiHeader, NiftiType, XForm};
+use serde::Serialize;
+
+use super::{Volume, VolumeError};
+
+/// Largest image we accept, in voxels (2^31: an 8 GiB `f32` volume). T1w scans are < 2^26.
+const MAX_VOXELS: u64 = 1 << 31;
+
+/// Header facts kept after reading, for provenance and sanity checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HeaderSummary {
+    /// 1 for NIfTI-1, 2 for NIfTI-2.
+    #[serde(rename = "NIfTIVersion")]
+    pub nifti_version: u8,
+    /// On-disk datatype name (`uint8`, `int16`, `float32`, ...).
+    pub datatype: &'static str,
+    /// True when the file is big-endian.
+    pub big_endian: bool,
+    /// The on-disk shape (3 entries, or 4 for a `x × y × z × 1` file).
+    pub shape: Vec<usize>,
+    /// `scl_slope` and `scl_inter` when they scale the data, `None` when unscaled.
+    pub scaling: Option<(f64, f64)>,
+    /// `qform_code` as stored.
+    pub qform_code: i32,
+    /// `sform_code` as stored.
+    pub sform_code: i32,
+    /// Which transform the affine came from: `sform`, `qform` or `pixdim`.
+    pub affine_source: &'static str,
+    /// Byte offset of the voxel data (> header size when extensions are present).
+    pub vox_offset: u64,
+}
+
+impl HeaderSummary {
+    /// The NIfTI transform code of the transform the affine came from (what to write back).
+    pub fn xform_code(&self) -> XformCode {
+        let code = match self.affine_source {
+            "sform" => self.sform_code,
+            "qform" => self.qform_code,
+            _ => 0,
+        };
+        XformCode::from_code(code)
+    }
+}
+
+/// The NIfTI `qform_code`/`sform_code` meaning of an affine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum XformCode {
+    /// Arbitrary coordinates.
+    Unknown,
+    /// Scanner-based anatomical coordinates (native space).
+    ScannerAnat,
+    /// Aligned to another image.
+    AlignedAnat,
+    /// Talairach space.
+    Talairach,
+    /// MNI152 space (our template space).
+    Mni152,
+    /// Another template space.
+    TemplateOther,
+}
+
+impl XformCode {
+    fn from_code(code: i32) -> Self {
+        match code {
+            1 => XformCode::ScannerAnat,
+            2 => XformCode::AlignedAnat,
+            3 => XformCode::Talairach,
+            4 => XformCode::Mni152,
+            5 => XformCode::TemplateOther,
+            _ => XformCode::Unknown,
+        }
+    }
+
+    fn to_nifti(self) -> XForm {
+        match self {
+            XformCode::Unknown => XForm::Unknown,
+            XformCode::ScannerAnat => XForm::ScannerAnat,
+            XformCode::AlignedAnat => XForm::AlignedAnat,
+            XformCode::Talairach => XForm::Talairach,
+            XformCode::Mni152 => XForm::Mni152,
+            XformCode::TemplateOther => XForm::TemplateOther,
+        }
+    }
+}
+
+/// On-disk type of a written image (BIDS derivatives conventions: images float32, masks uint8,
+/// segmentations int16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OutputDtype {
+    /// 32-bit float, bit-exact.
+    Float32,
+    /// Unsigned 8-bit, values rounded and clamped to 0..=255.
+    Uint8,
+    /// Signed 16-bit, values rounded and clamped.
+    Int16,
+}
+
+/// Numeric layout of on-disk voxels.
+#[derive(Debug, Clone, Copy)]
+enum RawType {
+    U8,
+    I8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+}
+
+impl RawType {
+    fn from_code(code: i16) -> Result<Self, String> {
+        Ok(match code {
+            2 => RawType::U8,
+            4 => RawType::I16,
+            8 => RawType::I32,
+            16 => RawType::F32,
+            64 => RawType::F64,
+            256 => RawType::I8,
+            512 => RawType::U16,
+            768 => RawType::U32,
+            1024 => RawType::I64,
+            1280 => RawType::U64,
+            32 | 1792 | 2048 => {
+                return Err(format!(
+                    "datatype {code} is complex-valued; a T1w image must be real, export the magnitude image"
+                ));
+            }
+            128 | 2304 => {
+                return Err(format!(
+                    "datatype {code} is RGB colour; a T1w image must be a scalar greyscale volume"
+                ));
+            }
+            1536 => return Err("datatype 1536 (float128) is not supported; convert to float32".into()),
+            other => return Err(format!("unknown datatype code {other}")),
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            RawType::U8 | RawType::I8 => 1,
+            RawType::I16 | RawType::U16 => 2,
+            RawType::I32 | RawType::U32 | RawType::F32 => 4,
+            RawType::I64 | RawType::U64 | RawType::F64 => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RawType::U8 => "uint8",
+            RawType::I8 => "int8",
+            RawType::I16 => "int16",
+            RawType::U16 => "uint16",
+            RawType::I32 => "int32",
+            RawType::U32 => "uint32",
+            RawType::I64 => "int64",
+            RawType::U64 => "uint64",
+            RawType::F32 => "float32",
+            RawType::F64 => "float64",
+        }
+    }
+}
+
+/// The header fields we use, common to NIfTI-1 and NIfTI-2, widened to 64 bits.
+#[derive(Debug, Clone)]
+struct RawHeader {
+    version: u8,
+    header_size: u64,
+    big_endian: bool,
+    dim: [i64; 8],
+    datatype: i16,
+    pixdim: [f64; 8],
+    vox_offset: f64,
+    scl_slope: f64,
+    scl_inter: f64,
+    qform_code: i32,
+    sform_code: i32,
+    quatern: [f64; 3],
+    qoffset: [f64; 3],
+    srow: [[f64; 4]; 3],
+}
+
+impl RawHeader {
+    fn from_nifti1(h: &NiftiHeader) -> Self {
+        let mut dim = [0i64; 8];
+        for (d, s) in dim.iter_mut().zip(h.dim.iter()) {
+            // NIfTI-1 stores dims as signed 16-bit; the crate reads them unsigned.
+            *d = *s as i16 as i64;
+        }
+        let widen4 = |r: [f32; 4]| r.map(|v| v as f64);
+        RawHeader {
+            version: 1,
+            header_size: 348,
+            big_endian: h.endianness == nifti::Endianness::Big,
+            dim,
+            datatype: h.datatype,
+            pixdim: h.pixdim.map(|v| v as f64),
+            vox_offset: h.vox_offset as f64,
+            scl_slope: h.scl_slope as f64,
+            scl_inter: h.scl_inter as f64,
+            qform_code: h.qform_code as i32,
+            sform_code: h.sform_code as i32,
+            quatern: [h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64],
+            qoffset: [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64],
+            srow: [widen4(h.srow_x), widen4(h.srow_y), widen4(h.srow_z)],
+        }
+    }
+
+    /// Parses a 540-byte NIfTI-2 header (layout from the NIfTI-2 standard, `nifti2.h`).
+    fn from_nifti2(b: &[u8], big_endian: bool) -> Result<Self, String> {
+        if b.len() < 540 {
+            return Err(format!("NIfTI-2 header needs 540 bytes, file has {}", b.len()));
+        }
+        let magic = &b[4..12];
+        if magic != b"n+2\0\r\n\x1a\n" && magic != b"ni2\0\r\n\x1a\n" {
+            return Err("NIfTI-2 magic string is missing or damaged".into());
+        }
+        let rd = |o: usize, n: usize| -> [u8; 8] {
+            let mut a = [0u8; 8];
+            a[..n].copy_from_slice(&b[o..o + n]);
+            if big_endian {
+                a[..n].reverse();
+            }
+            a
+        };
+        let i16_at = |o| i16::from_le_bytes(rd(o, 2)[..2].try_into().unwrap_or([0; 2]));
+        let i32_at = |o| i32::from_le_bytes(rd(o, 4)[..4].try_into().unwrap_or([0; 4]));
+        let i64_at = |o| i64::from_le_bytes(rd(o, 8));
+        let f64_at = |o| f64::from_le_bytes(rd(o, 8));
+        let mut dim = [0i64; 8];
+        let mut pixdim = [0f64; 8];
+        for i in 0..8 {
+            dim[i] = i64_at(16 + 8 * i);
+            pixdim[i] = f64_at(104 + 8 * i);
+        }
+        let mut srow = [[0f64; 4]; 3];
+        for (r, row) in srow.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = f64_at(400 + 32 * r + 8 * c);
+            }
+        }
+        Ok(RawHeader {
+            version: 2,
+            header_size: 540,
+            big_endian,
+            dim,
+            datatype: i16_at(12),
+            pixdim,
+            vox_offset: i64_at(168) as f64,
+            scl_slope: f64_at(176),
+            scl_inter: f64_at(184),
+            qform_code: i32_at(344),
+            sform_code: i32_at(348),
+            quatern: [f64_at(352), f64_at(360), f64_at(368)],
+            qoffset: [f64_at(376), f64_at(384), f64_at(392)],
+            srow,
+        })
+    }
+
+    /// The voxel-to-world affine, chosen as the NIfTI standard orders the methods.
+    fn affine(&self) -> (Matrix4<f64>, &'static str) {
+        if self.sform_code > 0 {
+            let s = &self.srow;
+            #[rustfmt::skip]
+            let m = Matrix4::new(
+                s[0][0], s[0][1], s[0][2], s[0][3],
+                s[1][0], s[1][1], s[1][2], s[1][3],
+                s[2][0], s[2][1], s[2][2], s[2][3],
+                0.0, 0.0, 0.0, 1.0,
+            );
+            (m, "sform")
+        } else if self.qform_code > 0 {
+            (self.qform_affine(), "qform")
+        } else {
+            (self.pixdim_affine(), "pixdim")
+        }
+    }
+
+    /// NIfTI "method 2": rotation from the quaternion (b, c, d), zooms from pixdim, `qfac` from
+    /// pixdim[0] (anything but -1 counts as +1, as in nibabel and the reference C library).
+    fn qform_affine(&self) -> Matrix4<f64> {
+        let [b, c, d] = self.quatern;
+        let w2 = 1.0 - (b * b + c * c + d * d);
+        // As nibabel: |w²| below 3 ε of the header's float type means a 180° rotation (a = 0);
+        // a clearly negative w² (invalid header) is treated the same instead of failing.
+        let eps = if self.version == 1 { f32::EPSILON as f64 } else { f64::EPSILON };
+        let a = if w2.abs() < 3.0 * eps || w2 < 0.0 { 0.0 } else { w2.sqrt() };
+        let n = a * a + b * b + c * c + d * d;
+        let r = if n < f64::EPSILON {
+            Matrix3::identity()
+        } else {
+            let s = 2.0 / n;
+            let (x, y, z) = (b * s, c * s, d * s);
+            let (wx, wy, wz) = (a * x, a * y, a * z);
+            let (xx, xy, xz) = (b * x, b * y, b * z);
+            let (yy, yz, zz) = (c * y, c * z, d * z);
+            Matrix3::new(
+                1.0 - (yy + zz),
+                xy - wz,
+                xz + wy,
+                xy + wz,
+                1.0 - (xx + zz),
+                yz - wx,
+                xz - wy,
+                yz + wx,
+                1.0 - (xx + yy),
+            )
+        };
+        let qfac = if self.pixdim[0] == -1.0 { -1.0 } else { 1.0 };
+        let zooms = Vector3::new(
+            self.pixdim[1].abs(),
+            self.pixdim[2].abs(),
+            self.pixdim[3].abs() * qfac,
+        );
+        let m = r * Matrix3::from_diagonal(&zooms);
+        let mut out = Matrix4::identity();
+        out.fixed_view_mut::<3, 3>(0, 0).copy_from(&m);
+        out[(0, 3)] = self.qoffset[0];
+        out[(1, 3)] = self.qoffset[1];
+        out[(2, 3)] = self.qoffset[2];
+        out
+    }
+
+    /// NIfTI "method 1" (no transform codes): nibabel's Analyze-compatible base affine, i.e.
+    /// radiological x flip and the origin at the volume centre, so hcld and nibabel agree.
+    fn pixdim_affine(&self) -> Matrix4<f64> {
+        let mut out = Matrix4::identity();
+        for ax in 0..3 {
+            let n = self.dim[ax + 1].max(1) as f64;
+            let z = if self.pixdim[ax + 1] == 0.0 { 1.0 } else { self.pixdim[ax + 1].abs() };
+            let z = if ax == 0 { -z } else { z };
+            out[(ax, ax)] = z;
+            out[(ax, 3)] = -((n - 1.0) / 2.0) * z;
+        }
+        out
+    }
+}
+
+/// Reads a `.nii` or `.nii.gz` file (gzip is detected from the content, not the name) into a
+/// [`Volume`], applying `scl_slope`/`scl_inter`. The image must be 3D (a trailing singleton 4th
+/// dimension is accepted).
+pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
+    let p = || path.to_path_buf();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let is_link = std::fs::symlink_metadata(path)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            return Err(if is_link {
+                VolumeError::DanglingSymlink { path: p() }
+            } else {
+                VolumeError::Read { path: p(), source: e }
+            });
+        }
+        Err(e) => return Err(VolumeError::Read { path: p(), source: e }),
+    };
+    if meta.is_dir() {
+        return Err(VolumeError::NotNifti { path: p(), reason: "it is a directory".into() });
+    }
+    if meta.len() == 0 {
+        return Err(VolumeError::Empty { path: p() });
+    }
+    let file = File::open(path).map_err(|e| VolumeError::Read { path: p(), source: e })?;
+    let mut file = BufReader::with_capacity(1 << 16, file);
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut file, &mut magic).map_err(|e| io_err(path, e))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let gz = got == 2 && magic == [0x1f, 0x8b];
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(head.chain(file)))
+    } else {
+        Box::new(head.chain(file))
+    };
+
+    let mut hbuf = vec![0u8; 540];
+    let n = read_full(&mut reader, &mut hbuf).map_err(|e| io_err(path, e))?;
+    hbuf.truncate(n);
+    let header = parse_header(path, &hbuf)?;
+    let (dims, shape) = check_dims(path, &header)?;
+    let raw_type = RawType::from_code(header.datatype)
+        .map_err(|reason| VolumeError::BadHeader { path: p(), reason })?;
+    let scaling = scaling(path, &header)?;
+
+    // Position the stream at the voxel data: skip the extender and any extensions.
+    let vox_offset = data_offset(path, &header)?;
+    let n_voxels = dims.iter().product::<usize>();
+    let n_bytes = n_voxels as u64 * raw_type.size() as u64;
+    if !gz && vox_offset + n_bytes > meta.len() {
+        return Err(VolumeError::Truncated {
+            path: p(),
+            reason: format!(
+                "header promises {n_bytes} bytes of voxel data from offset {vox_offset}, the file has {} bytes",
+                meta.len()
+            ),
+        });
+    }
+    let consumed = header.header_size.min(n as u64);
+    let skip = vox_offset.saturating_sub(consumed);
+    // The first `n` bytes read may already include extension or voxel bytes (NIfTI-1 reads 540).
+    let mut already: Vec<u8> = hbuf[(header.header_size as usize).min(n)..].to_vec();
+    let to_skip_in_buf = (skip as usize).min(already.len());
+    already.drain(..to_skip_in_buf);
+    let remaining_skip = skip - to_skip_in_buf as u64;
+    let skipped = std::io::copy(&mut (&mut reader).take(remaining_skip), &mut std::io::sink())
+        .map_err(|e| io_err(path, e))?;
+    if skipped < remaining_skip {
+        return Err(VolumeError::Truncated {
+            path: p(),
+            reason: format!("file ends inside the header extensions (vox_offset {vox_offset})"),
+        });
+    }
+    let mut raw = Vec::new();
+    // Reserve no more than is plausible up front; a lying header on a gz stream cannot make us
+    // allocate more than the stream actually holds.
+    let _ = raw.try_reserve_exact((n_bytes as usize).min(256 << 20));
+    raw.extend_from_slice(&already[..already.len().min(n_bytes as usize)]);
+    let want_more = n_bytes - raw.len() as u64;
+    (&mut reader)
+        .take(want_more)
+        .read_to_end(&mut raw)
+        .map_err(|e| io_err(path, e))?;
+    if (raw.len() as u64) < n_bytes {
+        return Err(VolumeError::Truncated {
+            path: p(),
+            reason: format!(
+                "expected {n_bytes} bytes of voxel data ({} × {}), found {}",
+                shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" × "),
+                raw_type.name(),
+                raw.len()
+            ),
+        });
+    }
+    let data = convert(&raw, raw_type, header.big_endian, scaling);
+    let (affine, affine_source) = header.affine();
+    let volume = Volume::new(dims, affine, data).map_err(|reason| VolumeError::BadHeader {
+        path: p(),
+        reason: format!("{reason} ({affine_source}); fix the header (e.g. with nibabel or fslorient)"),
+    })?;
+    let summary = HeaderSummary {
+        nifti_version: header.version,
+        datatype: raw_type.name(),
+        big_endian: header.big_endian,
+        shape,
+        scaling,
+        qform_code: header.qform_code,
+        sform_code: header.sform_code,
+        affine_source,
+        vox_offset,
+    };
+    Ok((volume, summary))
+}
+
+/// Maps an I/O error during decoding to the user-facing error: a broken gzip stream or an early
+/// end of file is a truncated download, anything else an OS error.
+fn io_err(path: &Path, e: std::io::Error) -> VolumeError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        UnexpectedEof | InvalidData | InvalidInput => VolumeError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!("the compressed stream is cut short or corrupt ({e})"),
+        },
+        _ => VolumeError::Read { path: path.to_path_buf(), source: e },
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the number of bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn parse_header(path: &Path, b: &[u8]) -> Result<RawHeader, VolumeError> {
+    let p = || path.to_path_buf();
+    if b.starts_with(b"/annex/objects/") || b.windows(19).any(|w| w == b".git/annex/objects/") {
+        return Err(VolumeError::AnnexPlaceholder { path: p() });
+    }
+    if b.len() < 4 {
+        return Err(VolumeError::NotNifti { path: p(), reason: format!("only {} bytes", b.len()) });
+    }
+    let le = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let be = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    match (le, be) {
+        (348, _) | (_, 348) => {
+            if b.len() < 348 {
+                return Err(VolumeError::Truncated {
+                    path: p(),
+                    reason: format!("the 348-byte NIfTI-1 header is cut at {} bytes", b.len()),
+                });
+            }
+            let magic = &b[344..348];
+            if magic != b"n+1\0" && magic != b"ni1\0" {
+                return Err(VolumeError::NotNifti {
+                    path: p(),
+                    reason: "sizeof_hdr is 348 but the magic string is not 'n+1' (an ANALYZE 7.5 file?)"
+                        .into(),
+                });
+            }
+            if magic == b"ni1\0" {
+                return Err(VolumeError::NotNifti {
+                    path: p(),
+                    reason: "this is the header of a .hdr/.img pair; BIDS needs single-file .nii[.gz]"
+                        .into(),
+                });
+            }
+            let h = NiftiHeader::from_reader(&b[..348]).map_err(|e| VolumeError::BadHeader {
+                path: p(),
+                reason: e.to_string(),
+            })?;
+            Ok(RawHeader::from_nifti1(&h))
+        }
+        (540, _) | (_, 540) => {
+            RawHeader::from_nifti2(b, le != 540).map_err(|reason| VolumeError::BadHeader { path: p(), reason })
+        }
+        _ => Err(VolumeError::NotNifti {
+            path: p(),
+            reason: format!("first 4 bytes give header size {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"),
+        }),
+    }
+}
+
+/// Checks the dimensions: 3D, or 4D+ with singleton trailing axes; all positive; plausible size.
+fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), VolumeError> {
+    let p = || path.to_path_buf();
+    let ndim = h.dim[0];
+    if !(1..=7).contains(&ndim) {
+        return Err(VolumeError::BadHeader {
+            path: p(),
+            reason: format!("dim[0] = {ndim}, must be 1..7"),
+        });
+    }
+    let ndim = ndim as usize;
+    let shape: Vec<i64> = h.dim[1..=ndim].to_vec();
+    if let Some(bad) = shape.iter().find(|&&d| d < 1) {
+        return Err(VolumeError::BadHeader {
+            path: p(),
+            reason: format!("a dimension is {bad} (dims {shape:?}); every dimension must be ≥ 1"),
+        });
+    }
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if ndim < 3 {
+        return Err(VolumeError::NotThreeD {
+            path: p(),
+            reason: format!("a {ndim}D image (dims {shape:?}), a T1w must be a 3D volume"),
+        });
+    }
+    let extra: u64 = shape[3..].iter().map(|&d| d as u64).product();
+    if extra > 1 {
+        return Err(VolumeError::NotThreeD {
+            path: p(),
+            reason: format!(
+                "a 4D image with {extra} volumes (dims {shape:?}) given as T1w; split it (fslsplit, mrconvert) and keep one 3D volume per file (use run- to number them)"
+            ),
+        });
+    }
+    let total: u64 = shape[..3].iter().map(|&d| d as u64).product();
+    if total > MAX_VOXELS {
+        return Err(VolumeError::BadHeader {
+            path: p(),
+            reason: format!("dims {shape:?} describe {total} voxels, implausibly large for a T1w"),
+        });
+    }
+    Ok(([shape[0], shape[1], shape[2]], shape))
+}
+
+/// nibabel's rule: slope 0 or non-finite means unscaled; a valid slope needs a finite intercept.
+fn scaling(path: &Path, h: &RawHeader) -> Result<Option<(f64, f64)>, VolumeError> {
+    if h.scl_slope == 0.0 || !h.scl_slope.is_finite() {
+        return Ok(None);
+    }
+    if !h.scl_inter.is_finite() {
+        return Err(VolumeError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("scl_slope {} with a non-finite scl_inter {}", h.scl_slope, h.scl_inter),
+        });
+    }
+    if h.scl_slope == 1.0 && h.scl_inter == 0.0 {
+        return Ok(None);
+    }
+    Ok(Some((h.scl_slope, h.scl_inter)))
+}
+
+fn data_offset(path: &Path, h: &RawHeader) -> Result<u64, VolumeError> {
+    let v = h.vox_offset;
+    if !v.is_finite() || v < 0.0 || v.fract() != 0.0 || v > (1u64 << 40) as f64 {
+        return Err(VolumeError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("vox_offset {v} is not a valid byte offset"),
+        });
+    }
+    // Single-file NIfTI keeps the 4-byte extender after the header; an offset inside the header
+    // (written by some old tools as 0) means "right after it".
+    Ok((v as u64).max(h.header_size + 4))
+}
+
+fn convert(raw: &[u8], t: RawType, big_endian: bool, scaling: Option<(f64, f64)>) -> Vec<f32> {
+    macro_rules! conv {
+        ($ty:ty, $n:expr) => {{
+            raw.chunks_exact($n)
+                .map(|c| {
+                    let a: [u8; $n] = c.try_into().unwrap_or([0; $n]);
+                    let v = if big_endian { <$ty>::from_be_bytes(a) } else { <$ty>::from_le_bytes(a) };
+                    v as f64
+                })
+                .map(|v| match scaling {
+                    Some((s, i)) => (v * s + i) as f32,
+                    None => v as f32,
+                })
+                .collect()
+        }};
+    }
+    match t {
+        RawType::U8 => conv!(u8, 1),
+        RawType::I8 => conv!(i8, 1),
+        RawType::I16 => conv!(i16, 2),
+        RawType::U16 => conv!(u16, 2),
+        RawType::I32 => conv!(i32, 4),
+        RawType::U32 => conv!(u32, 4),
+        RawType::I64 => conv!(i64, 8),
+        RawType::U64 => conv!(u64, 8),
+        RawType::F32 => conv!(f32, 4),
+        RawType::F64 => conv!(f64, 8),
+    }
+}
+
+/// Writes `volume` as a gzip-compressed NIfTI-1 file at `path` (which must end in `.nii.gz`), with
+/// both qform and sform set to the volume's affine under `code`, so nibabel, FSL and ITK read back
+/// the same affine. Writes in place: callers wanting atomicity write to a temporary name and rename
+/// (the `derivatives` module does).
+pub fn write_nifti(
+    path: &Path,
+    volume: &Volume,
+    dtype: OutputDtype,
+    code: XformCode,
+    description: &str,
+) -> Result<(), VolumeError> {
+    let werr = |reason: String| VolumeError::Write { path: path.to_path_buf(), reason };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !name.ends_with(".nii.gz") {
+        return Err(werr("output names must end in .nii.gz".into()));
+    }
+    let [nx, ny, nz] = volume.dims();
+    let mut header = NiftiHeader::default();
+    let vs = volume.voxel_sizes();
+    header.pixdim = [1.0, vs[0] as f32, vs[1] as f32, vs[2] as f32, 0.0, 0.0, 0.0, 0.0];
+    header.xyzt_units = 2; // millimetres
+    let affine: Matrix4<f64> = *volume.affine();
+    header.set_sform(&affine, code.to_nifti());
+    header.set_qform(&affine, code.to_nifti());
+    let finite = volume.data().iter().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut descrip = description.as_bytes().to_vec();
+    descrip.truncate(79);
+    descrip.resize(80, 0);
+    header.descrip = descrip;
+    if dtype == OutputDtype::Float32 && lo <= hi {
+        // Display range for viewers (FSLeyes, Mango); integer outputs use their full range.
+        header.cal_min = lo;
+        header.cal_max = hi;
+    }
+    let options = WriterOptions::new(path).reference_header(&header).compress(true);
+    let shape = ndarray::ShapeBuilder::f((nx, ny, nz));
+    let result = match dtype {
+        OutputDtype::Float32 => {
+            let view = ndarray::ArrayView3::from_shape(shape, volume.data()).map_err(|e| werr(e.to_string()))?;
+            options.write_nifti_with_type(&view, NiftiType::Float32)
+        }
+        OutputDtype::Uint8 => {
+            let v: Vec<u8> = volume.data().iter().map(|&x| x.round().clamp(0.0, 255.0) as u8).collect();
+            let view = ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
+            options.write_nifti_with_type(&view, NiftiType::Uint8)
+        }
+        OutputDtype::Int16 => {
+            let v: Vec<i16> = volume
+                .data()
+                .iter()
+                .map(|&x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
+                .collect();
+            let view = ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
+            options.write_nifti_with_type(&view, NiftiType::Int16)
+        }
+    };
+    result.map_err(|e| werr(e.to_string()))
+}
+
