@@ -314,7 +314,7 @@ mod tests {
         let p = parse_filename("sub-01_foo-bar_T1w.nii");
         assert_eq!(p.unknown, vec![("foo".into(), "bar".into())]);
         assert!(!parse_filename("sub-01__T1w.nii").well_formed);
-        assert!(!parse_filename("sub-0_1-x_T1w.nii").well_formed);
+        assert!(!parse_filename("sub-01_acq-x-y_T1w.nii").well_formed);
         assert!(!parse_filename("sub-01_sub-02_T1w.nii").well_formed);
     }
 

@@ -29,6 +29,14 @@ const TMP_PREFIX: &str = ".hcldtmp-";
 /// What goes into `.bidsignore`: things a person needs that BIDS has no name for.
 const BIDSIGNORE: &str = "logs/\n*.html\nsub-*/figures/\n";
 
+/// The dataset README: what the outputs are, for whoever opens OUTPUT_DIR.
+const README: &str = "# hcld derivatives\n\n\
+Written by hcld, a BIDS-App that harmonises T1-weighted MRI across scanners and sites.\n\n\
+- `sub-<label>[/ses-<label>]/anat/*_desc-preproc_T1w.nii.gz`: the T1w reoriented to RAS+ and\n  \
+intensity-scaled (float32), with a JSON sidecar giving its sources, parameters and provenance.\n\
+- `logs/`: one log per run.\n\n\
+Each sidecar's `hcld` field records the hcld version, the input's SHA-256 and every parameter.\n";
+
 /// Why something could not be written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -179,6 +187,7 @@ impl DerivativesDataset {
             Err(e) => return Err(DerivativesError::Write { path: desc_path, reason: e.to_string() }),
         }
         ds.write_text_if_changed(&root.join(".bidsignore"), BIDSIGNORE)?;
+        ds.write_text_if_changed(&root.join("README.md"), README)?;
         let logs = ds.logs_dir();
         std::fs::create_dir_all(&logs).map_err(|e| DerivativesError::CannotCreate { path: logs, source: e })?;
         Ok(ds)

@@ -1,0 +1,6 @@
+mod cli;
+mod layout;
+mod nifti;
+mod participant;
+mod util;
+mod validator;

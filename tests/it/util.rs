@@ -1,0 +1,91 @@
+//! Shared test helpers: fixture paths, running the binary, hashing trees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// `tests/data`.
+pub fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+}
+
+/// `examples/multisite`.
+pub fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join("multisite")
+}
+
+/// A fixture copy of a bids-examples dataset.
+pub fn bids_example(name: &str) -> PathBuf {
+    data().join("bids-examples").join(name)
+}
+
+/// The `hcld` binary under test.
+pub fn hcld() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("hcld").expect("hcld binary");
+    c.env_remove("HCLD_LOG");
+    c
+}
+
+/// Runs hcld and returns (exit code, stderr).
+pub fn run(args: Vec<std::ffi::OsString>) -> (i32, String) {
+    let out = hcld().args(args).output().expect("run hcld");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Shorthand for building argument lists from paths and strings.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$(std::ffi::OsStr::new(&$a).to_os_string()),*] };
+}
+
+/// Copies a directory tree (following symlinks), making the copy writable.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from).follow_links(true) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+            let mut p = std::fs::metadata(&dest).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            p.set_readonly(false);
+            std::fs::set_permissions(&dest, p).unwrap();
+        }
+    }
+}
+
+/// Path → (kind, content hash, mtime) for every entry under `root` (symlinks not followed), so a
+/// test can prove a tree was not modified.
+pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut m = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let md = std::fs::symlink_metadata(e.path()).unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        let what = if md.file_type().is_symlink() {
+            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
+        } else if md.is_dir() {
+            "dir".to_string()
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            format!("file {:x} {:?}", Sha256::digest(&bytes), md.modified().ok())
+        };
+        m.insert(rel, what);
+    }
+    m
+}
+
+/// All files under `root`, relative, sorted.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
