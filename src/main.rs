@@ -34,7 +34,11 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     let settings = Settings::from_args(args)?;
     let (out, log_file) = pipeline::prepare_output(&settings)?;
     cli::logging::init(settings.verbosity, Some(&log_file)).map_err(anyhow::Error::msg)?;
-    tracing::info!("hcld {} {}", hcld::VERSION, std::env::args().collect::<Vec<_>>().join(" "));
+    tracing::info!(
+        "hcld {} {}",
+        hcld::VERSION,
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
     tracing::debug!("settings: {settings:?}");
     let summary = pipeline::run(&settings, &out).context("run stopped")?;
     let failed = summary.failures().count();
@@ -44,7 +48,10 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     }
     let status = summary.exit_status();
     if failed == 0 {
-        tracing::info!("done: {total} of {total} succeeded; outputs in {}", out.root().display());
+        tracing::info!(
+            "done: {total} of {total} succeeded; outputs in {}",
+            out.root().display()
+        );
     } else {
         tracing::error!(
             "{failed} of {total} failed (exit {}); the others completed; log: {}",

@@ -41,16 +41,25 @@ impl DatasetDescription {
             }
             Err(e) => return Err(BidsError::Io { path, source: e }),
         };
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| BidsError::Json { path: path.clone(), reason: e.to_string() })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| BidsError::Json {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let Value::Object(fields) = value else {
             return Err(BidsError::JsonContent {
                 path,
                 reason: "must be a JSON object with Name and BIDSVersion".into(),
             });
         };
-        let name = fields.get("Name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let bids_version = fields.get("BIDSVersion").and_then(Value::as_str).map(str::to_string);
+        let name = fields
+            .get("Name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let bids_version = fields
+            .get("BIDSVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let dataset_type = match fields.get("DatasetType").and_then(Value::as_str) {
             Some("derivative") => DatasetType::Derivative,
             Some("raw") | None => DatasetType::Raw,
@@ -62,13 +71,22 @@ impl DatasetDescription {
             }
         };
         let pipeline = match fields.get("GeneratedBy") {
-            Some(Value::Array(a)) => a.first().and_then(|g| g.get("Name")).and_then(Value::as_str),
+            Some(Value::Array(a)) => a
+                .first()
+                .and_then(|g| g.get("Name"))
+                .and_then(Value::as_str),
             _ => fields
                 .get("PipelineDescription")
                 .and_then(|p| p.get("Name"))
                 .and_then(Value::as_str),
         }
         .map(str::to_string);
-        Ok(DatasetDescription { name, bids_version, dataset_type, pipeline, fields })
+        Ok(DatasetDescription {
+            name,
+            bids_version,
+            dataset_type,
+            pipeline,
+            fields,
+        })
     }
 }

@@ -207,13 +207,21 @@ impl Entity {
     pub fn is_index(self) -> bool {
         matches!(
             self,
-            Entity::Run | Entity::Echo | Entity::Flip | Entity::Inversion | Entity::Split | Entity::Chunk
+            Entity::Run
+                | Entity::Echo
+                | Entity::Flip
+                | Entity::Inversion
+                | Entity::Split
+                | Entity::Chunk
         )
     }
 
     /// Looks an entity up by file-name key (`acq`) or long name (`acquisition`).
     pub fn parse(s: &str) -> Option<Entity> {
-        Entity::ALL.iter().copied().find(|e| e.key() == s || e.name() == s)
+        Entity::ALL
+            .iter()
+            .copied()
+            .find(|e| e.key() == s || e.name() == s)
     }
 }
 
@@ -250,7 +258,11 @@ pub fn parse_filename(name: &str) -> ParsedName {
         Some(i) => (&name[..i], &name[i..]),
         None => (name, ""),
     };
-    let mut out = ParsedName { extension: extension.to_string(), well_formed: true, ..Default::default() };
+    let mut out = ParsedName {
+        extension: extension.to_string(),
+        well_formed: true,
+        ..Default::default()
+    };
     let parts: Vec<&str> = stem.split('_').collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();

@@ -13,16 +13,16 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
+use super::BidsError;
 use super::description::{DatasetDescription, DatasetType};
 use super::entities::{Entity, parse_filename};
 use super::query::Query;
 use super::tables::Table;
-use super::BidsError;
 
 /// BIDS datatype folder names.
 const DATATYPES: [&str; 15] = [
-    "anat", "beh", "dwi", "eeg", "fmap", "func", "ieeg", "meg", "micr", "motion", "mrs", "nirs", "perf",
-    "pet", "emg",
+    "anat", "beh", "dwi", "eeg", "fmap", "func", "ieeg", "meg", "micr", "motion", "mrs", "nirs",
+    "perf", "pet", "emg",
 ];
 
 /// Top-level folders that are not part of the indexed data (`derivatives/` is indexed separately).
@@ -73,7 +73,10 @@ impl BidsFile {
 
     /// The value of `entity`, if the name has it.
     pub fn entity(&self, entity: Entity) -> Option<&str> {
-        self.entities.iter().find(|(e, _)| *e == entity).map(|(_, v)| v.as_str())
+        self.entities
+            .iter()
+            .find(|(e, _)| *e == entity)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All known entities, in specification order.
@@ -136,16 +139,24 @@ impl Layout {
     /// `dataset_description.json`, plus `options.derivatives`).
     pub fn index(root: &Path, options: &IndexOptions) -> Result<Layout, BidsError> {
         if !root.is_dir() {
-            return Err(BidsError::NoDataset { path: root.to_path_buf() });
+            return Err(BidsError::NoDataset {
+                path: root.to_path_buf(),
+            });
         }
         let mut layout = Layout::index_one(root, options.strict)?;
         let mut derivative_roots: Vec<PathBuf> = Vec::new();
         let nested = root.join("derivatives");
         if let Ok(rd) = std::fs::read_dir(&nested) {
-            let mut dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            let mut dirs: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
             dirs.sort();
             for d in dirs {
-                let hidden = d.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                let hidden = d
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
                 if !hidden && d.join("dataset_description.json").is_file() {
                     derivative_roots.push(d);
                 }
@@ -174,7 +185,9 @@ impl Layout {
             if exclude.contains(&c) || !seen.insert(c) {
                 continue;
             }
-            layout.derivatives.push(Layout::index_one(&d, options.strict)?);
+            layout
+                .derivatives
+                .push(Layout::index_one(&d, options.strict)?);
         }
         Ok(layout)
     }
@@ -239,7 +252,9 @@ impl Layout {
 
     /// True when this is a derivatives dataset.
     pub fn is_derivative(&self) -> bool {
-        self.description.as_ref().is_some_and(|d| d.dataset_type == DatasetType::Derivative)
+        self.description
+            .as_ref()
+            .is_some_and(|d| d.dataset_type == DatasetType::Derivative)
     }
 
     /// `participants.tsv`, when present.
@@ -286,8 +301,15 @@ impl Layout {
 
     /// `sub-<label>/sub-<label>_sessions.tsv`, when present and readable.
     pub fn sessions_table(&self, subject: &str) -> Result<Option<Table>, BidsError> {
-        let p = self.root.join(format!("sub-{subject}")).join(format!("sub-{subject}_sessions.tsv"));
-        if p.is_file() { Table::read(&p, "session_id").map(Some) } else { Ok(None) }
+        let p = self
+            .root
+            .join(format!("sub-{subject}"))
+            .join(format!("sub-{subject}_sessions.tsv"));
+        if p.is_file() {
+            Table::read(&p, "session_id").map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The metadata of `file`: for raw datasets the merged sidecars of the inheritance principle
@@ -299,9 +321,15 @@ impl Layout {
         let exact = format!("{}.json", &file.rel[..stem_end]);
         if self.is_derivative() {
             let p = self.root.join(&exact);
-            return if p.is_file() { read_json_object(&p) } else { Ok(Map::new()) };
+            return if p.is_file() {
+                read_json_object(&p)
+            } else {
+                Ok(Map::new())
+            };
         }
-        let Some(suffix) = file.suffix() else { return Ok(Map::new()) };
+        let Some(suffix) = file.suffix() else {
+            return Ok(Map::new());
+        };
         let mut dirs = vec![""];
         let dir = file.dir();
         for (i, c) in dir.char_indices() {
@@ -319,7 +347,10 @@ impl Layout {
                 if j.suffix() != Some(suffix) || j.rel == file.rel {
                     continue;
                 }
-                let subset = j.entities.iter().all(|(e, v)| file.entity(*e) == Some(v.as_str()));
+                let subset = j
+                    .entities
+                    .iter()
+                    .all(|(e, v)| file.entity(*e) == Some(v.as_str()));
                 if subset {
                     candidates.push((depth, j.entities.len(), j));
                 }
@@ -338,39 +369,54 @@ impl Layout {
 
 /// Reads a JSON file that must hold an object.
 pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, BidsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io { path: path.to_path_buf(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(BidsError::JsonContent {
             path: path.to_path_buf(),
             reason: "a sidecar must be a JSON object ({\"Key\": value, ...})".into(),
         }),
-        Err(e) => Err(BidsError::Json { path: path.to_path_buf(), reason: e.to_string() }),
+        Err(e) => Err(BidsError::Json {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
 fn bidsignore(root: &Path, warnings: &mut Vec<String>) -> Gitignore {
     let mut b = GitignoreBuilder::new(root);
     let p = root.join(".bidsignore");
-    if p.is_file() {
-        if let Some(e) = b.add(&p) {
-            warnings.push(format!("{}: some patterns ignored: {e}", p.display()));
-        }
+    if p.is_file()
+        && let Some(e) = b.add(&p)
+    {
+        warnings.push(format!("{}: some patterns ignored: {e}", p.display()));
     }
     b.build().unwrap_or_else(|_| Gitignore::empty())
 }
 
 /// Walks the dataset: top-level entries first, then each top-level folder in parallel.
 fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>), BidsError> {
-    let rd = std::fs::read_dir(root).map_err(|e| BidsError::Io { path: root.to_path_buf(), source: e })?;
+    let rd = std::fs::read_dir(root).map_err(|e| BidsError::Io {
+        path: root.to_path_buf(),
+        source: e,
+    })?;
     let mut top_dirs = Vec::new();
     let mut files = Vec::new();
     let mut warnings = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| BidsError::Io { path: root.to_path_buf(), source: e })?;
+        let entry = entry.map_err(|e| BidsError::Io {
+            path: root.to_path_buf(),
+            source: e,
+        })?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            warnings.push(format!("{}: skipped (file name is not UTF-8)", entry.path().display()));
+            warnings.push(format!(
+                "{}: skipped (file name is not UTF-8)",
+                entry.path().display()
+            ));
             continue;
         };
         if name.starts_with('.') || SKIPPED_TOP_LEVEL.contains(&name) {
@@ -388,8 +434,10 @@ fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>),
             files.push(BidsFile::from_rel(name.to_string(), dangling));
         }
     }
-    let results: Vec<(Vec<BidsFile>, Vec<String>)> =
-        top_dirs.par_iter().map(|d| walk_folder(root, d, ignore)).collect();
+    let results: Vec<(Vec<BidsFile>, Vec<String>)> = top_dirs
+        .par_iter()
+        .map(|d| walk_folder(root, d, ignore))
+        .collect();
     for (f, w) in results {
         files.extend(f);
         warnings.extend(w);
@@ -403,26 +451,44 @@ fn walk_folder(root: &Path, dir: &Path, ignore: &Gitignore) -> (Vec<BidsFile>, V
     let mut warnings = Vec::new();
     let rel_of = |p: &Path| -> Option<String> {
         let r = p.strip_prefix(root).ok()?.to_str()?;
-        Some(if std::path::MAIN_SEPARATOR == '/' { r.to_string() } else { r.replace('\\', "/") })
+        Some(if std::path::MAIN_SEPARATOR == '/' {
+            r.to_string()
+        } else {
+            r.replace('\\', "/")
+        })
     };
-    let walker = walkdir::WalkDir::new(dir).follow_links(true).into_iter().filter_entry(|e| {
-        let hidden = e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
-        !hidden && !ignore.matched(e.path(), e.file_type().is_dir()).is_ignore()
-    });
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| {
+            let hidden =
+                e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
+            !hidden && !ignore.matched(e.path(), e.file_type().is_dir()).is_ignore()
+        });
     for entry in walker {
         match entry {
             Ok(e) if e.file_type().is_dir() => {}
             Ok(e) => match rel_of(e.path()) {
                 Some(rel) => files.push(BidsFile::from_rel(rel, false)),
-                None => warnings.push(format!("{}: skipped (file name is not UTF-8)", e.path().display())),
+                None => warnings.push(format!(
+                    "{}: skipped (file name is not UTF-8)",
+                    e.path().display()
+                )),
             },
             Err(err) => {
-                let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
-                let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                let path = err
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.to_path_buf());
+                let is_link =
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
                 if err.loop_ancestor().is_some() {
                     warnings.push(format!("{}: symlink loop, skipped", path.display()));
                 } else if is_link && !path.exists() {
-                    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+                    let hidden = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'));
                     if let (Some(rel), false) = (rel_of(&path), hidden) {
                         files.push(BidsFile::from_rel(rel, true));
                     }

@@ -25,9 +25,13 @@ pub const NIFTI_EXTENSIONS: [&str; 2] = [".nii", ".nii.gz"];
 /// The T1w images to process in `layout`: in raw data `anat/*_T1w.nii[.gz]`; in a derivatives
 /// dataset (sMRIPrep/fMRIPrep given as input) the native-space `desc-preproc_T1w` (no `space-`).
 pub fn t1w_query(layout: &Layout) -> Query {
-    let q = Query::new().datatype("anat").suffix("T1w").extensions(&NIFTI_EXTENSIONS);
+    let q = Query::new()
+        .datatype("anat")
+        .suffix("T1w")
+        .extensions(&NIFTI_EXTENSIONS);
     if layout.is_derivative() {
-        q.entity(Entity::Description, &["preproc"]).without(Entity::Space)
+        q.entity(Entity::Description, &["preproc"])
+            .without(Entity::Space)
     } else {
         q
     }

@@ -111,20 +111,36 @@ impl Query {
     /// "reconstruction": null}}`. Values may be strings, integers, lists of those, `null` (the
     /// entity must be absent) or `"*"` (present with any value). Unknown keys are errors.
     pub fn from_filter_file(path: &Path, key: &str) -> Result<Option<Query>, BidsError> {
-        let err = |reason: String| BidsError::Filter { path: path.to_path_buf(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io { path: path.to_path_buf(), source: e })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON ({e})")))?;
+        let err = |reason: String| BidsError::Filter {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON ({e})")))?;
         let Value::Object(top) = value else {
-            return Err(err("must be a JSON object such as {\"t1w\": {\"acquisition\": \"mprage\"}}".into()));
+            return Err(err(
+                "must be a JSON object such as {\"t1w\": {\"acquisition\": \"mprage\"}}".into(),
+            ));
         };
         for k in top.keys() {
-            if !["t1w", "t2w", "flair", "bold", "fmap", "dwi", "sbref", "roi"].contains(&k.as_str()) {
-                return Err(err(format!("unknown query '{k}'; hcld reads the 't1w' query")));
+            if !["t1w", "t2w", "flair", "bold", "fmap", "dwi", "sbref", "roi"].contains(&k.as_str())
+            {
+                return Err(err(format!(
+                    "unknown query '{k}'; hcld reads the 't1w' query"
+                )));
             }
         }
-        let Some(spec) = top.get(key) else { return Ok(None) };
+        let Some(spec) = top.get(key) else {
+            return Ok(None);
+        };
         let Value::Object(spec) = spec else {
-            return Err(err(format!("'{key}' must be an object of entity: value pairs")));
+            return Err(err(format!(
+                "'{key}' must be an object of entity: value pairs"
+            )));
         };
         let mut q = Query::new();
         for (name, v) in spec {
@@ -137,12 +153,22 @@ impl Query {
                 })?),
             };
             let filter = filter_from_json(v).ok_or_else(|| {
-                err(format!("'{key}.{name}' must be a string, integer, list, null or \"*\""))
+                err(format!(
+                    "'{key}.{name}' must be a string, integer, list, null or \"*\""
+                ))
             })?;
             let filter = match (field, filter) {
                 // pybids accepts extensions with or without the dot.
                 (Field::Extension, Filter::OneOf(v)) => Filter::OneOf(
-                    v.into_iter().map(|e| if e.starts_with('.') { e } else { format!(".{e}") }).collect(),
+                    v.into_iter()
+                        .map(|e| {
+                            if e.starts_with('.') {
+                                e
+                            } else {
+                                format!(".{e}")
+                            }
+                        })
+                        .collect(),
                 ),
                 (_, f) => f,
             };
@@ -165,16 +191,18 @@ fn filter_from_json(v: &Value) -> Option<Filter> {
     match v {
         Value::Null => Some(Filter::Absent),
         Value::String(s) if s == "*" => Some(Filter::Any),
-        Value::Array(a) => a.iter().map(scalar).collect::<Option<Vec<_>>>().map(Filter::OneOf),
+        Value::Array(a) => a
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()
+            .map(Filter::OneOf),
         other => scalar(other).map(|s| Filter::OneOf(vec![s])),
     }
 }
 
 fn same_value(a: &str, b: &str, numeric: bool) -> bool {
-    if numeric {
-        if let (Ok(x), Ok(y)) = (a.parse::<u64>(), b.parse::<u64>()) {
-            return x == y;
-        }
+    if numeric && let (Ok(x), Ok(y)) = (a.parse::<u64>(), b.parse::<u64>()) {
+        return x == y;
     }
     a == b
 }
@@ -190,13 +218,20 @@ mod tests {
     #[test]
     fn conditions_match_entities_and_absence() {
         let f = file("sub-01/anat/sub-01_acq-mprage_run-01_T1w.nii.gz");
-        let q = Query::new().suffix("T1w").datatype("anat").extensions(&[".nii", ".nii.gz"]);
+        let q = Query::new()
+            .suffix("T1w")
+            .datatype("anat")
+            .extensions(&[".nii", ".nii.gz"]);
         assert!(q.matches(&f));
         assert!(q.clone().entity(Entity::Run, &["1"]).matches(&f));
         assert!(!q.clone().entity(Entity::Run, &["2"]).matches(&f));
         assert!(!q.clone().without(Entity::Acquisition).matches(&f));
         assert!(q.clone().without(Entity::Space).matches(&f));
-        assert!(!q.clone().with(Field::Entity(Entity::Space), Filter::Any).matches(&f));
+        assert!(
+            !q.clone()
+                .with(Field::Entity(Entity::Space), Filter::Any)
+                .matches(&f)
+        );
     }
 
     #[test]
@@ -206,7 +241,9 @@ mod tests {
         std::fs::write(&p, r#"{"t1w": {"acquisition": "mprage", "run": [1, 2], "reconstruction": null, "extension": "nii.gz"}}"#).unwrap();
         let q = Query::from_filter_file(&p, "t1w").unwrap().unwrap();
         assert!(q.matches(&file("sub-01/anat/sub-01_acq-mprage_run-2_T1w.nii.gz")));
-        assert!(!q.matches(&file("sub-01/anat/sub-01_acq-mprage_rec-norm_run-2_T1w.nii.gz")));
+        assert!(!q.matches(&file(
+            "sub-01/anat/sub-01_acq-mprage_rec-norm_run-2_T1w.nii.gz"
+        )));
         assert!(!q.matches(&file("sub-01/anat/sub-01_acq-mprage_run-2_T1w.nii")));
         std::fs::write(&p, r#"{"t1w": {"acqusition": "x"}}"#).unwrap();
         let e = Query::from_filter_file(&p, "t1w").unwrap_err().to_string();

@@ -18,8 +18,14 @@ impl Table {
     /// trimmed; `n/a` and empty cells become `None`. Rows with the wrong number of cells, duplicate
     /// keys and a missing key column are errors naming the file and line.
     pub fn read(path: &Path, key_column: &str) -> Result<Table, BidsError> {
-        let err = |reason: String| BidsError::Table { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|e| BidsError::Io { path: path.to_path_buf(), source: e })?;
+        let err = |reason: String| BidsError::Table {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| BidsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(b'\t')
             .has_headers(true)
@@ -62,13 +68,21 @@ impl Table {
             if row.iter().all(Option::is_none) {
                 continue;
             }
-            let key = row[0].clone().ok_or_else(|| err(format!("line {line}: empty {key_column}")))?;
+            let key = row[0]
+                .clone()
+                .ok_or_else(|| err(format!("line {line}: empty {key_column}")))?;
             if !seen.insert(key.clone()) {
-                return Err(err(format!("line {line}: {key_column} '{key}' appears twice")));
+                return Err(err(format!(
+                    "line {line}: {key_column} '{key}' appears twice"
+                )));
             }
             rows.push(row);
         }
-        Ok(Table { path: path.to_path_buf(), columns, rows })
+        Ok(Table {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+        })
     }
 
     /// The file the table came from.
@@ -89,7 +103,11 @@ impl Table {
     /// The cell in `column` for the row whose key is `key` (`None` when absent or `n/a`).
     pub fn get(&self, key: &str, column: &str) -> Option<&str> {
         let c = self.columns.iter().position(|x| x == column)?;
-        self.rows.iter().find(|r| r[0].as_deref() == Some(key))?.get(c)?.as_deref()
+        self.rows
+            .iter()
+            .find(|r| r[0].as_deref() == Some(key))?
+            .get(c)?
+            .as_deref()
     }
 
     /// Number of data rows.
@@ -129,11 +147,19 @@ mod tests {
     fn errors_name_the_problem() {
         let (_d, p) = write("subject\tsite\nsub-01\tA\n");
         let e = Table::read(&p, "participant_id").unwrap_err().to_string();
-        assert!(e.contains("participants.tsv") && e.contains("no 'participant_id' column"), "{e}");
+        assert!(
+            e.contains("participants.tsv") && e.contains("no 'participant_id' column"),
+            "{e}"
+        );
         let (_d, p) = write("participant_id\tsite\nsub-01\tA\textra\n");
         let e = Table::read(&p, "participant_id").unwrap_err().to_string();
         assert!(e.contains("line 2 has 3 cells"), "{e}");
         let (_d, p) = write("participant_id\nsub-01\nsub-01\n");
-        assert!(Table::read(&p, "participant_id").unwrap_err().to_string().contains("twice"));
+        assert!(
+            Table::read(&p, "participant_id")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 }

@@ -15,7 +15,8 @@ use tracing_subscriber::prelude::*;
 static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
 
 fn active_bar() -> Option<ProgressBar> {
-    BAR.get().and_then(|m| m.lock().ok().and_then(|b| b.clone()))
+    BAR.get()
+        .and_then(|m| m.lock().ok().and_then(|b| b.clone()))
 }
 
 /// Stderr that pauses the progress bar while a log line is written.
@@ -55,9 +56,13 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<(), String> {
     };
     let stderr_filter = match std::env::var("HCLD_LOG") {
         Ok(s) => EnvFilter::try_new(&s).map_err(|e| format!("HCLD_LOG '{s}': {e}"))?,
-        Err(_) => EnvFilter::default().add_directive(LevelFilter::WARN.into()).add_directive(
-            format!("hcld={level}").parse().map_err(|e| format!("log filter: {e}"))?,
-        ),
+        Err(_) => EnvFilter::default()
+            .add_directive(LevelFilter::WARN.into())
+            .add_directive(
+                format!("hcld={level}")
+                    .parse()
+                    .map_err(|e| format!("log filter: {e}"))?,
+            ),
     };
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(StderrMaker)
@@ -66,7 +71,8 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<(), String> {
         .with_filter(stderr_filter);
     let file_layer = match log_file {
         Some(p) => {
-            let f = std::fs::File::create(p).map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_writer(Mutex::new(f))
@@ -97,9 +103,11 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::new(len);
-        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {wide_msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(what.to_string());
         if let Ok(mut slot) = BAR.get_or_init(|| Mutex::new(None)).lock() {

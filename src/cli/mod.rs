@@ -73,12 +73,16 @@ pub struct Args {
     #[arg(long = "session-label", alias = "session_label", num_args = 1.., value_name = "LABEL")]
     pub session_label: Vec<String>,
     /// JSON file of pybids-style filters, e.g. {"t1w": {"acquisition": "mprage", "run": 1}}.
-    #[arg(long = "bids-filter-file", alias = "bids_filter_file", value_name = "FILE")]
+    #[arg(
+        long = "bids-filter-file",
+        alias = "bids_filter_file",
+        value_name = "FILE"
+    )]
     pub bids_filter_file: Option<PathBuf>,
     /// Existing derivatives (sMRIPrep/fMRIPrep) to reuse; BIDS_DIR/derivatives/* are also searched.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub derivatives: Vec<PathBuf>,
-    /// Work directory for intermediate files (default: $TMPDIR/hcld-work).
+    /// Work directory for intermediate files (default: $TMPDIR/hcld-work); created and checked at start.
     #[arg(short = 'w', long = "work-dir", alias = "work_dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Skip validation of BIDS_DIR (a missing dataset_description.json or broken participants.tsv
@@ -103,10 +107,10 @@ pub struct Args {
     /// Accepted for compatibility; hcld never sends anything anywhere.
     #[arg(long)]
     pub notrack: bool,
-    /// More log output (-v info per file, -vv debug).
+    /// More log output on stderr (-v debug, -vv trace); the log file in OUTPUT_DIR/logs is always at debug.
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
-    /// Random seed for every stochastic step.
+    /// Random seed for the stochastic steps (harmonisation sampling); today's steps are deterministic.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Redo outputs that are already complete and current.
@@ -122,7 +126,12 @@ pub struct Args {
     )]
     pub intensity_percentiles: Vec<f64>,
     /// Upper clip of scaled intensities.
-    #[arg(long = "intensity-clip", alias = "intensity_clip", default_value_t = 1.5, value_name = "MAX")]
+    #[arg(
+        long = "intensity-clip",
+        alias = "intensity_clip",
+        default_value_t = 1.5,
+        value_name = "MAX"
+    )]
     pub intensity_clip: f64,
 }
 
@@ -204,29 +213,48 @@ impl Settings {
         if !args.bids_dir.is_dir() {
             return Err(cli_err(
                 ExitStatus::NoInput,
-                format!("{}: BIDS_DIR not found or not a directory", args.bids_dir.display()),
+                format!(
+                    "{}: BIDS_DIR not found or not a directory",
+                    args.bids_dir.display()
+                ),
             ));
         }
         let bids_dir = std::fs::canonicalize(&args.bids_dir).map_err(|e| {
-            cli_err(ExitStatus::NoInput, format!("{}: cannot resolve BIDS_DIR: {e}", args.bids_dir.display()))
+            cli_err(
+                ExitStatus::NoInput,
+                format!("{}: cannot resolve BIDS_DIR: {e}", args.bids_dir.display()),
+            )
         })?;
         let output_dir = resolve(&args.output_dir);
         if output_dir == bids_dir {
             return Err(cli_err(
                 ExitStatus::Usage,
-                format!("{}: OUTPUT_DIR is BIDS_DIR; hcld never writes into the input dataset, use e.g. {}/derivatives/hcld", output_dir.display(), bids_dir.display()),
+                format!(
+                    "{}: OUTPUT_DIR is BIDS_DIR; hcld never writes into the input dataset, use e.g. {}/derivatives/hcld",
+                    output_dir.display(),
+                    bids_dir.display()
+                ),
             ));
         }
-        if output_dir.starts_with(&bids_dir) && !output_dir.starts_with(bids_dir.join("derivatives")) {
+        if output_dir.starts_with(&bids_dir)
+            && !output_dir.starts_with(bids_dir.join("derivatives"))
+        {
             return Err(cli_err(
                 ExitStatus::Usage,
-                format!("{}: OUTPUT_DIR lies inside BIDS_DIR; hcld never writes into the input dataset, use a folder outside it or under {}/derivatives/", output_dir.display(), bids_dir.display()),
+                format!(
+                    "{}: OUTPUT_DIR lies inside BIDS_DIR; hcld never writes into the input dataset, use a folder outside it or under {}/derivatives/",
+                    output_dir.display(),
+                    bids_dir.display()
+                ),
             ));
         }
         if bids_dir.starts_with(&output_dir) {
             return Err(cli_err(
                 ExitStatus::Usage,
-                format!("{}: OUTPUT_DIR contains BIDS_DIR; choose a separate folder", output_dir.display()),
+                format!(
+                    "{}: OUTPUT_DIR contains BIDS_DIR; choose a separate folder",
+                    output_dir.display()
+                ),
             ));
         }
         let participants = labels(&args.participant_label, "sub-", "--participant-label")?;
@@ -234,38 +262,69 @@ impl Settings {
         let t1w_filter = match &args.bids_filter_file {
             None => None,
             Some(p) if !p.is_file() => {
-                return Err(cli_err(ExitStatus::NoInput, format!("{}: --bids-filter-file not found", p.display())));
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!("{}: --bids-filter-file not found", p.display()),
+                ));
             }
-            Some(p) => Query::from_filter_file(p, "t1w").map_err(|e| cli_err(ExitStatus::Usage, e.to_string()))?,
+            Some(p) => Query::from_filter_file(p, "t1w")
+                .map_err(|e| cli_err(ExitStatus::Usage, e.to_string()))?,
         };
         let mut derivatives = Vec::new();
         for d in &args.derivatives {
             if !d.is_dir() {
-                return Err(cli_err(ExitStatus::NoInput, format!("{}: --derivatives folder not found", d.display())));
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!("{}: --derivatives folder not found", d.display()),
+                ));
             }
             derivatives.push(resolve(d));
         }
-        let work_dir = args.work_dir.as_deref().map(resolve).unwrap_or_else(|| std::env::temp_dir().join("hcld-work"));
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let work_dir = args
+            .work_dir
+            .as_deref()
+            .map(resolve)
+            .unwrap_or_else(|| std::env::temp_dir().join("hcld-work"));
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let nprocs = match args.nprocs {
-            Some(0) => return Err(cli_err(ExitStatus::Usage, "--nprocs must be at least 1".into())),
+            Some(0) => {
+                return Err(cli_err(
+                    ExitStatus::Usage,
+                    "--nprocs must be at least 1".into(),
+                ));
+            }
             Some(n) => n,
             None => cpus,
         };
         let omp_nthreads = match args.omp_nthreads {
-            Some(0) => return Err(cli_err(ExitStatus::Usage, "--omp-nthreads must be at least 1".into())),
+            Some(0) => {
+                return Err(cli_err(
+                    ExitStatus::Usage,
+                    "--omp-nthreads must be at least 1".into(),
+                ));
+            }
             Some(n) => n.min(nprocs),
             None => 1,
         };
-        let mem_mb = args.mem.as_deref().map(parse_mem).transpose().map_err(|m| cli_err(ExitStatus::Usage, m))?;
+        let mem_mb = args
+            .mem
+            .as_deref()
+            .map(parse_mem)
+            .transpose()
+            .map_err(|m| cli_err(ExitStatus::Usage, m))?;
         let intensity = IntensityScaling {
             low_percentile: args.intensity_percentiles[0],
             high_percentile: args.intensity_percentiles[1],
             clip_max: args.intensity_clip,
         };
-        intensity
-            .validate()
-            .map_err(|m| cli_err(ExitStatus::Usage, format!("--intensity-percentiles/--intensity-clip: {m}")))?;
+        intensity.validate().map_err(|m| {
+            cli_err(
+                ExitStatus::Usage,
+                format!("--intensity-percentiles/--intensity-clip: {m}"),
+            )
+        })?;
         Ok(Settings {
             bids_dir,
             output_dir,
@@ -296,7 +355,9 @@ fn labels(raw: &[String], prefix: &str, option: &str) -> Result<Vec<String>, Cli
         if !is_label(l) {
             return Err(cli_err(
                 ExitStatus::Usage,
-                format!("{option} '{r}' is not a BIDS label (letters and digits only, e.g. 01 or {prefix}01)"),
+                format!(
+                    "{option} '{r}' is not a BIDS label (letters and digits only, e.g. 01 or {prefix}01)"
+                ),
             ));
         }
         if !out.iter().any(|x| x == l) {
@@ -309,9 +370,13 @@ fn labels(raw: &[String], prefix: &str, option: &str) -> Result<Vec<String>, Cli
 /// `16000`, `16000MB`, `16GB`, `16G`, `1.5TB` → megabytes.
 fn parse_mem(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_uppercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("--mem '{s}': expected a number with an optional unit (MB, GB)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("--mem '{s}': expected a number with an optional unit (MB, GB)"))?;
     let mult = match unit.trim() {
         "" | "M" | "MB" => 1.0,
         "G" | "GB" => 1000.0,
@@ -339,7 +404,10 @@ fn resolve(p: &Path) -> PathBuf {
             }
             return out;
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(n), Some(parent)) => {
                 rest.push(n);
                 existing = parent.to_path_buf();
@@ -355,7 +423,10 @@ mod tests {
 
     #[test]
     fn labels_drop_prefixes_and_reject_paths() {
-        assert_eq!(labels(&["sub-01".into(), "02".into(), "01".into()], "sub-", "x").unwrap(), ["01", "02"]);
+        assert_eq!(
+            labels(&["sub-01".into(), "02".into(), "01".into()], "sub-", "x").unwrap(),
+            ["01", "02"]
+        );
         assert!(labels(&["../x".into()], "sub-", "x").is_err());
         assert!(labels(&["sub-".into()], "sub-", "x").is_err());
     }
@@ -372,12 +443,30 @@ mod tests {
     #[test]
     fn both_spellings_parse() {
         let a = Args::try_parse_from([
-            "hcld", "in", "out", "participant", "--participant_label", "01", "--skip_bids_validation", "--omp_nthreads", "2",
+            "hcld",
+            "in",
+            "out",
+            "participant",
+            "--participant_label",
+            "01",
+            "--skip_bids_validation",
+            "--omp_nthreads",
+            "2",
         ])
         .unwrap();
         assert_eq!(a.participant_label, ["01"]);
         assert!(a.skip_bids_validation);
-        let b = Args::try_parse_from(["hcld", "in", "out", "participant", "--participant-label", "01", "02", "-vv"]).unwrap();
+        let b = Args::try_parse_from([
+            "hcld",
+            "in",
+            "out",
+            "participant",
+            "--participant-label",
+            "01",
+            "02",
+            "-vv",
+        ])
+        .unwrap();
         assert_eq!(b.participant_label, ["01", "02"]);
         assert_eq!(b.verbose, 2);
     }

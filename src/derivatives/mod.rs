@@ -42,7 +42,9 @@ Each sidecar's `hcld` field records the hcld version, the input's SHA-256 and ev
 #[non_exhaustive]
 pub enum DerivativesError {
     /// A folder or file could not be created (exit 73).
-    #[error("{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space")]
+    #[error(
+        "{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space"
+    )]
     CannotCreate {
         /// The path.
         path: PathBuf,
@@ -143,9 +145,17 @@ impl DerivativesDataset {
     /// Opens (creating if needed) the derivatives dataset at `root`. `dataset_description.json` is
     /// created atomically without overwriting, so N jobs started at once agree on one file; an
     /// existing description from another pipeline is an error.
-    pub fn open(root: &Path, source: &SourceDataset) -> Result<DerivativesDataset, DerivativesError> {
-        std::fs::create_dir_all(root).map_err(|e| DerivativesError::CannotCreate { path: root.to_path_buf(), source: e })?;
-        let ds = DerivativesDataset { root: root.to_path_buf() };
+    pub fn open(
+        root: &Path,
+        source: &SourceDataset,
+    ) -> Result<DerivativesDataset, DerivativesError> {
+        std::fs::create_dir_all(root).map_err(|e| DerivativesError::CannotCreate {
+            path: root.to_path_buf(),
+            source: e,
+        })?;
+        let ds = DerivativesDataset {
+            root: root.to_path_buf(),
+        };
         let desc_path = root.join("dataset_description.json");
         let url = file_url(&source.root);
         let description = json!({
@@ -168,32 +178,57 @@ impl DerivativesDataset {
                 let mut tmp = tempfile::Builder::new()
                     .prefix(TMP_PREFIX)
                     .tempfile_in(root)
-                    .map_err(|e| DerivativesError::CannotCreate { path: root.to_path_buf(), source: e })?;
-                std::io::Write::write_all(&mut tmp, text.as_bytes())
-                    .map_err(|e| DerivativesError::Write { path: desc_path.clone(), reason: e.to_string() })?;
+                    .map_err(|e| DerivativesError::CannotCreate {
+                        path: root.to_path_buf(),
+                        source: e,
+                    })?;
+                std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| {
+                    DerivativesError::Write {
+                        path: desc_path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
                 match tmp.persist_noclobber(&desc_path) {
                     Ok(_) => {}
                     // Another job created it first: fine if it is ours.
                     Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-                        let bytes = std::fs::read(&desc_path)
-                            .map_err(|e| DerivativesError::Write { path: desc_path.clone(), reason: e.to_string() })?;
+                        let bytes =
+                            std::fs::read(&desc_path).map_err(|e| DerivativesError::Write {
+                                path: desc_path.clone(),
+                                reason: e.to_string(),
+                            })?;
                         ds.check_existing_description(&desc_path, &bytes)?;
                     }
                     Err(e) => {
-                        return Err(DerivativesError::Write { path: desc_path, reason: e.error.to_string() });
+                        return Err(DerivativesError::Write {
+                            path: desc_path,
+                            reason: e.error.to_string(),
+                        });
                     }
                 }
             }
-            Err(e) => return Err(DerivativesError::Write { path: desc_path, reason: e.to_string() }),
+            Err(e) => {
+                return Err(DerivativesError::Write {
+                    path: desc_path,
+                    reason: e.to_string(),
+                });
+            }
         }
         ds.write_text_if_changed(&root.join(".bidsignore"), BIDSIGNORE)?;
         ds.write_text_if_changed(&root.join("README.md"), README)?;
         let logs = ds.logs_dir();
-        std::fs::create_dir_all(&logs).map_err(|e| DerivativesError::CannotCreate { path: logs, source: e })?;
+        std::fs::create_dir_all(&logs).map_err(|e| DerivativesError::CannotCreate {
+            path: logs,
+            source: e,
+        })?;
         Ok(ds)
     }
 
-    fn check_existing_description(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
+    fn check_existing_description(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), DerivativesError> {
         let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         let name = v
             .get("GeneratedBy")
@@ -202,7 +237,10 @@ impl DerivativesDataset {
             .and_then(Value::as_str)
             .unwrap_or("an unknown tool (unreadable dataset_description.json)");
         if name != "hcld" {
-            return Err(DerivativesError::ForeignDataset { path: path.to_path_buf(), pipeline: name.to_string() });
+            return Err(DerivativesError::ForeignDataset {
+                path: path.to_path_buf(),
+                pipeline: name.to_string(),
+            });
         }
         Ok(())
     }
@@ -226,16 +264,28 @@ impl DerivativesDataset {
     /// (or thread) holds it. Locks live in `OUTPUT_DIR/.hcld/locks/`.
     pub fn lock(&self, name: &DerivativeName) -> Result<OutputLock, DerivativesError> {
         let dir = self.root.join(".hcld").join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| DerivativesError::CannotCreate { path: dir.clone(), source: e })?;
-        let key: Vec<String> = name.entity_pairs().map(|(e, v)| format!("{}-{v}", e.key())).collect();
+        std::fs::create_dir_all(&dir).map_err(|e| DerivativesError::CannotCreate {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let key: Vec<String> = name
+            .entity_pairs()
+            .map(|(e, v)| format!("{}-{v}", e.key()))
+            .collect();
         let path = dir.join(format!("{}.lock", key.join("_")));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| DerivativesError::CannotCreate { path: path.clone(), source: e })?;
-        file.lock().map_err(|e| DerivativesError::Write { path, reason: format!("cannot lock: {e}") })?;
+            .map_err(|e| DerivativesError::CannotCreate {
+                path: path.clone(),
+                source: e,
+            })?;
+        file.lock().map_err(|e| DerivativesError::Write {
+            path,
+            reason: format!("cannot lock: {e}"),
+        })?;
         Ok(OutputLock { _file: file })
     }
 
@@ -280,15 +330,21 @@ impl DerivativesDataset {
         if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
             return Ok(());
         }
-        write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| e.to_string()))
+        write_atomic(path, |tmp| {
+            std::fs::write(tmp, text).map_err(|e| e.to_string())
+        })
     }
 
     /// Removes temporary files left in `dir` by killed runs. Call only while holding the lock of
     /// the outputs in that folder, so no live writer's temporary file is removed.
     pub fn remove_stale_temporaries(&self, name: &DerivativeName) {
         let Ok(path) = self.path(name) else { return };
-        let (Some(dir), Some(stem)) = (path.parent(), name_stem(&path)) else { return };
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let (Some(dir), Some(stem)) = (path.parent(), name_stem(&path)) else {
+            return;
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let n = e.file_name();
             let n = n.to_string_lossy();
@@ -302,16 +358,28 @@ impl DerivativesDataset {
 impl DerivativeName {
     /// Entities that identify the source (`sub`, `ses`, `acq`, `ce`, `rec`, `run`), for lock keys.
     fn entity_pairs(&self) -> impl Iterator<Item = (Entity, &str)> {
-        [Entity::Subject, Entity::Session, Entity::Acquisition, Entity::Ceagent, Entity::Reconstruction, Entity::Run]
-            .into_iter()
-            .filter_map(|e| self.entity(e).map(|v| (e, v)))
+        [
+            Entity::Subject,
+            Entity::Session,
+            Entity::Acquisition,
+            Entity::Ceagent,
+            Entity::Reconstruction,
+            Entity::Run,
+        ]
+        .into_iter()
+        .filter_map(|e| self.entity(e).map(|v| (e, v)))
     }
 }
 
 /// The part of a file name shared by all outputs of one source (`sub-01_ses-1`).
 fn name_stem(path: &Path) -> Option<String> {
     let n = path.file_name()?.to_str()?;
-    Some(n.split('_').take_while(|p| p.starts_with("sub-") || p.starts_with("ses-")).collect::<Vec<_>>().join("_"))
+    Some(
+        n.split('_')
+            .take_while(|p| p.starts_with("sub-") || p.starts_with("ses-"))
+            .collect::<Vec<_>>()
+            .join("_"),
+    )
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -323,12 +391,21 @@ fn write_atomic(
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), DerivativesError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate { path: dir.to_path_buf(), source: e })?;
-    let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     // The temporary keeps the final name as its tail, so writers that pick the format from the
     // extension (`.nii.gz`) see the right one.
-    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}-{file_name}", std::process::id()));
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{}-{n}-{file_name}",
+        std::process::id()
+    ));
     struct Cleanup<'a>(&'a Path, bool);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
@@ -338,9 +415,14 @@ fn write_atomic(
         }
     }
     let mut guard = Cleanup(&tmp, false);
-    let werr = |reason: String| DerivativesError::Write { path: dest.to_path_buf(), reason };
+    let werr = |reason: String| DerivativesError::Write {
+        path: dest.to_path_buf(),
+        reason,
+    };
     write(&tmp).map_err(werr)?;
-    File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| werr(e.to_string()))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| werr(e.to_string()))?;
     std::fs::rename(&tmp, dest).map_err(|e| werr(e.to_string()))?;
     guard.1 = true;
     Ok(())
@@ -363,7 +445,10 @@ mod tests {
     use crate::bids::BidsFile;
 
     fn source() -> SourceDataset {
-        SourceDataset { root: PathBuf::from("/data/bids"), name: "test".into() }
+        SourceDataset {
+            root: PathBuf::from("/data/bids"),
+            name: "test".into(),
+        }
     }
 
     #[test]
@@ -373,11 +458,18 @@ mod tests {
         DerivativesDataset::open(&out, &source()).unwrap();
         let first = std::fs::read(out.join("dataset_description.json")).unwrap();
         DerivativesDataset::open(&out, &source()).unwrap();
-        assert_eq!(std::fs::read(out.join("dataset_description.json")).unwrap(), first);
+        assert_eq!(
+            std::fs::read(out.join("dataset_description.json")).unwrap(),
+            first
+        );
         let v: Value = serde_json::from_slice(&first).unwrap();
         assert_eq!(v["DatasetType"], "derivative");
         assert_eq!(v["GeneratedBy"][0]["Name"], "hcld");
-        std::fs::write(out.join("dataset_description.json"), r#"{"GeneratedBy":[{"Name":"fMRIPrep"}]}"#).unwrap();
+        std::fs::write(
+            out.join("dataset_description.json"),
+            r#"{"GeneratedBy":[{"Name":"fMRIPrep"}]}"#,
+        )
+        .unwrap();
         let e = DerivativesDataset::open(&out, &source()).unwrap_err();
         assert!(matches!(e, DerivativesError::ForeignDataset { .. }), "{e}");
     }
@@ -397,7 +489,9 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty());
-        let v: Value = serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap())
+                .unwrap();
         assert_eq!(v["Name"], "hcld derivatives of test");
     }
 
@@ -418,16 +512,36 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ds = DerivativesDataset::open(d.path(), &source()).unwrap();
         let src = BidsFile::from_rel("sub-01/anat/sub-01_T1w.nii.gz".into(), false);
-        let name = DerivativeName::from_source(&src, "T1w", ".nii.gz").with(Entity::Description, "preproc");
-        let vol = Volume::new([2, 3, 4], nalgebra::Matrix4::identity(), (0..24).map(|v| v as f32 * 0.5).collect()).unwrap();
+        let name = DerivativeName::from_source(&src, "T1w", ".nii.gz")
+            .with(Entity::Description, "preproc");
+        let vol = Volume::new(
+            [2, 3, 4],
+            nalgebra::Matrix4::identity(),
+            (0..24).map(|v| v as f32 * 0.5).collect(),
+        )
+        .unwrap();
         let sc = Sidecar::new("test", &[source_uri(src.rel_path())], false);
         let _lock = ds.lock(&name).unwrap();
-        let p = ds.write_image(&name, &vol, OutputDtype::Float32, XformCode::ScannerAnat, &sc).unwrap();
+        let p = ds
+            .write_image(
+                &name,
+                &vol,
+                OutputDtype::Float32,
+                XformCode::ScannerAnat,
+                &sc,
+            )
+            .unwrap();
         assert!(p.ends_with("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz"));
         let (back, _) = crate::volume::read_nifti(&p).unwrap();
         assert_eq!(back.data(), vol.data());
-        assert_eq!(ds.read_sidecar(&name).unwrap()["Sources"][0], "bids:raw:sub-01/anat/sub-01_T1w.nii.gz");
+        assert_eq!(
+            ds.read_sidecar(&name).unwrap()["Sources"][0],
+            "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
+        );
         let res = name.clone().with(Entity::Resolution, "2");
-        assert!(ds.write_image(&res, &vol, OutputDtype::Float32, XformCode::Mni152, &sc).is_err());
+        assert!(
+            ds.write_image(&res, &vol, OutputDtype::Float32, XformCode::Mni152, &sc)
+                .is_err()
+        );
     }
 }

@@ -127,7 +127,11 @@ impl DerivativeName {
             .filter(|(e, _)| INHERITED.contains(e))
             .cloned()
             .collect();
-        DerivativeName { entities, suffix: suffix.to_string(), extension: extension.to_string() }
+        DerivativeName {
+            entities,
+            suffix: suffix.to_string(),
+            extension: extension.to_string(),
+        }
     }
 
     /// Sets (or replaces) an entity.
@@ -140,12 +144,18 @@ impl DerivativeName {
 
     /// The same name with another extension (e.g. `.json` for the sidecar).
     pub fn with_extension(&self, extension: &str) -> Self {
-        DerivativeName { extension: extension.to_string(), ..self.clone() }
+        DerivativeName {
+            extension: extension.to_string(),
+            ..self.clone()
+        }
     }
 
     /// The value of `entity`, if set.
     pub fn entity(&self, entity: Entity) -> Option<&str> {
-        self.entities.iter().find(|(e, _)| *e == entity).map(|(_, v)| v.as_str())
+        self.entities
+            .iter()
+            .find(|(e, _)| *e == entity)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The suffix.
@@ -156,20 +166,37 @@ impl DerivativeName {
     /// The path relative to the derivatives root, checked against the pattern table:
     /// `sub-<L>[/ses-<S>]/<datatype>/sub-<L>[_ses-<S>][_<key>-<value>...]_<suffix><extension>`.
     pub fn rel_path(&self) -> Result<PathBuf, DerivativesError> {
-        let fail = |reason: String| DerivativesError::Naming { name: self.debug_name(), reason };
-        let Some((_, datatype, extensions, allowed)) = PATTERNS.iter().find(|p| p.0 == self.suffix) else {
-            return Err(fail(format!("no output pattern for suffix '{}'", self.suffix)));
+        let fail = |reason: String| DerivativesError::Naming {
+            name: self.debug_name(),
+            reason,
+        };
+        let Some((_, datatype, extensions, allowed)) = PATTERNS.iter().find(|p| p.0 == self.suffix)
+        else {
+            return Err(fail(format!(
+                "no output pattern for suffix '{}'",
+                self.suffix
+            )));
         };
         if !extensions.contains(&self.extension.as_str()) {
-            return Err(fail(format!("extension '{}' not allowed for {}", self.extension, self.suffix)));
+            return Err(fail(format!(
+                "extension '{}' not allowed for {}",
+                self.extension, self.suffix
+            )));
         }
-        let subject = self.entity(Entity::Subject).ok_or_else(|| fail("no subject".into()))?;
+        let subject = self
+            .entity(Entity::Subject)
+            .ok_or_else(|| fail("no subject".into()))?;
         for (e, v) in &self.entities {
             if !allowed.contains(e) {
-                return Err(fail(format!("entity '{e}' not allowed for suffix {}", self.suffix)));
+                return Err(fail(format!(
+                    "entity '{e}' not allowed for suffix {}",
+                    self.suffix
+                )));
             }
             if !is_label(v) {
-                return Err(fail(format!("value '{v}' of '{e}' is not a BIDS label ([a-zA-Z0-9]+)")));
+                return Err(fail(format!(
+                    "value '{v}' of '{e}' is not a BIDS label ([a-zA-Z0-9]+)"
+                )));
             }
         }
         let mut path = PathBuf::from(format!("sub-{subject}"));
@@ -183,7 +210,11 @@ impl DerivativeName {
 
     /// The file name, without checks.
     fn debug_name(&self) -> String {
-        let mut s: Vec<String> = self.entities.iter().map(|(e, v)| format!("{}-{v}", e.key())).collect();
+        let mut s: Vec<String> = self
+            .entities
+            .iter()
+            .map(|(e, v)| format!("{}-{v}", e.key()))
+            .collect();
         s.push(self.suffix.clone());
         format!("{}{}", s.join("_"), self.extension)
     }
@@ -202,8 +233,12 @@ mod tests {
         let cases = [
             (
                 "sub-01/anat/sub-01_T1w.nii.gz",
-                DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "T1w", ".nii.gz")
-                    .with(Entity::Description, "preproc"),
+                DerivativeName::from_source(
+                    &src("sub-01/anat/sub-01_T1w.nii.gz"),
+                    "T1w",
+                    ".nii.gz",
+                )
+                .with(Entity::Description, "preproc"),
                 "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
             ),
             (
@@ -220,8 +255,12 @@ mod tests {
             ),
             (
                 "mask",
-                DerivativeName::from_source(&src("sub-03/anat/sub-03_rec-norm_T1w.nii.gz"), "mask", ".json")
-                    .with(Entity::Description, "brain"),
+                DerivativeName::from_source(
+                    &src("sub-03/anat/sub-03_rec-norm_T1w.nii.gz"),
+                    "mask",
+                    ".json",
+                )
+                .with(Entity::Description, "brain"),
                 "sub-03/anat/sub-03_rec-norm_desc-brain_mask.json",
             ),
             (
@@ -240,11 +279,18 @@ mod tests {
 
     #[test]
     fn bad_names_fail_loudly() {
-        let base = DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "T1w", ".nii.gz");
-        assert!(base.clone().with(Entity::Description, "pre-proc").rel_path().is_err());
+        let base =
+            DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "T1w", ".nii.gz");
+        assert!(
+            base.clone()
+                .with(Entity::Description, "pre-proc")
+                .rel_path()
+                .is_err()
+        );
         assert!(base.clone().with(Entity::From, "T1w").rel_path().is_err());
         assert!(base.with_extension(".txt").rel_path().is_err());
-        let other = DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "bold", ".nii.gz");
+        let other =
+            DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "bold", ".nii.gz");
         assert!(other.rel_path().is_err());
     }
 }

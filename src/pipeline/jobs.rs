@@ -39,18 +39,29 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             "{root}: no sub-* folders; is BIDS_DIR the root of a BIDS dataset?"
         )));
     }
-    let missing: Vec<&String> = settings.participants.iter().filter(|p| !subjects.contains(p)).collect();
+    let missing: Vec<&String> = settings
+        .participants
+        .iter()
+        .filter(|p| !subjects.contains(p))
+        .collect();
     if !missing.is_empty() {
         return Err(PipelineError::NothingSelected(format!(
             "{root}: --participant-label {} not found; available: {}",
-            missing.iter().map(|m| format!("sub-{m}")).collect::<Vec<_>>().join(" "),
+            missing
+                .iter()
+                .map(|m| format!("sub-{m}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             preview(&subjects, "sub-")
         )));
     }
     if let Some(t) = layout.participants() {
         let listed: Vec<&str> = t.keys().collect();
-        let unlisted: Vec<String> =
-            subjects.iter().filter(|s| !listed.contains(&format!("sub-{s}").as_str())).cloned().collect();
+        let unlisted: Vec<String> = subjects
+            .iter()
+            .filter(|s| !listed.contains(&format!("sub-{s}").as_str()))
+            .cloned()
+            .collect();
         if !unlisted.is_empty() {
             tracing::warn!(
                 "{}: {} subject folder(s) not listed: {}",
@@ -69,15 +80,30 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
     }
     if !settings.sessions.is_empty() {
         let sessions = layout.sessions();
-        let unknown: Vec<&String> = settings.sessions.iter().filter(|s| !sessions.contains(s)).collect();
+        let unknown: Vec<&String> = settings
+            .sessions
+            .iter()
+            .filter(|s| !sessions.contains(s))
+            .collect();
         if !unknown.is_empty() {
             return Err(PipelineError::NothingSelected(format!(
                 "{root}: --session-label {} not found; available: {}",
-                unknown.iter().map(|m| format!("ses-{m}")).collect::<Vec<_>>().join(" "),
-                if sessions.is_empty() { "none (the dataset has no sessions)".into() } else { preview(&sessions, "ses-") }
+                unknown
+                    .iter()
+                    .map(|m| format!("ses-{m}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if sessions.is_empty() {
+                    "none (the dataset has no sessions)".into()
+                } else {
+                    preview(&sessions, "ses-")
+                }
             )));
         }
-        query = query.with(crate::bids::Field::Entity(Entity::Session), Filter::OneOf(settings.sessions.clone()));
+        query = query.with(
+            crate::bids::Field::Entity(Entity::Session),
+            Filter::OneOf(settings.sessions.clone()),
+        );
     }
     let files = layout.get(&query);
     if files.is_empty() {
@@ -86,18 +112,35 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             describe(&query)
         )));
     }
-    let selected: Vec<&str> = files.iter().filter_map(|f| f.entity(Entity::Subject)).collect();
-    let wanted = if settings.participants.is_empty() { &subjects } else { &settings.participants };
+    let selected: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.entity(Entity::Subject))
+        .collect();
+    let wanted = if settings.participants.is_empty() {
+        &subjects
+    } else {
+        &settings.participants
+    };
     for s in wanted {
         if !selected.contains(&s.as_str()) {
             tracing::warn!("sub-{s}: no T1w image matches the selection; skipped");
         }
     }
-    Ok(files.into_iter().map(|f| Job { path: layout.path_of(f), source: f.clone() }).collect())
+    Ok(files
+        .into_iter()
+        .map(|f| Job {
+            path: layout.path_of(f),
+            source: f.clone(),
+        })
+        .collect())
 }
 
 fn preview(labels: &[String], prefix: &str) -> String {
-    let mut s: Vec<String> = labels.iter().take(10).map(|l| format!("{prefix}{l}")).collect();
+    let mut s: Vec<String> = labels
+        .iter()
+        .take(10)
+        .map(|l| format!("{prefix}{l}"))
+        .collect();
     if labels.len() > 10 {
         s.push(format!("… ({} in all)", labels.len()));
     }

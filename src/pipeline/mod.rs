@@ -100,21 +100,36 @@ impl RunSummary {
     /// (65 bad data, 74 I/O, ...) when every job failed or the run stopped at the first failure.
     pub fn exit_status(&self) -> ExitStatus {
         let mut failures = self.failures();
-        let Some((_, first)) = failures.next() else { return ExitStatus::Success };
+        let Some((_, first)) = failures.next() else {
+            return ExitStatus::Success;
+        };
         let completed = self
             .reports
             .iter()
             .any(|r| matches!(r.outcome, Outcome::Written(_) | Outcome::UpToDate(_)));
-        if self.stop_on_first_crash || !completed { first.exit_status() } else { ExitStatus::SomeFailed }
+        if self.stop_on_first_crash || !completed {
+            first.exit_status()
+        } else {
+            ExitStatus::SomeFailed
+        }
     }
 }
 
 /// Opens OUTPUT_DIR as hcld's derivatives dataset and returns it with the path of this run's log
 /// file (`logs/hcld_<level>_<UTC time>_<pid>.log`).
 pub fn prepare_output(settings: &Settings) -> Result<(DerivativesDataset, PathBuf), PipelineError> {
-    let name = crate::bids::DatasetDescription::read(&settings.bids_dir).map(|d| d.name).unwrap_or_default();
-    let source = SourceDataset { root: settings.bids_dir.clone(), name };
+    let name = crate::bids::DatasetDescription::read(&settings.bids_dir)
+        .map(|d| d.name)
+        .unwrap_or_default();
+    let source = SourceDataset {
+        root: settings.bids_dir.clone(),
+        name,
+    };
     let out = DerivativesDataset::open(&settings.output_dir, &source)?;
+    std::fs::create_dir_all(&settings.work_dir).map_err(|e| DerivativesError::CannotCreate {
+        path: settings.work_dir.clone(),
+        source: e,
+    })?;
     let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .chars()
@@ -124,7 +139,9 @@ pub fn prepare_output(settings: &Settings) -> Result<(DerivativesDataset, PathBu
         AnalysisLevel::Participant => "participant",
         AnalysisLevel::Group => "group",
     };
-    let log = out.logs_dir().join(format!("hcld_{level}_{stamp}_{}.log", std::process::id()));
+    let log = out
+        .logs_dir()
+        .join(format!("hcld_{level}_{stamp}_{}.log", std::process::id()));
     Ok((out, log))
 }
 
@@ -153,17 +170,27 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
         AnalysisLevel::Participant => run_jobs(settings, &jobs, "preprocess", |job| {
             participant::preprocess(job, &layout, settings, out)
         }),
-        AnalysisLevel::Group => run_jobs(settings, &jobs, "check", |job| participant::check_current(job, settings, out)),
+        AnalysisLevel::Group => run_jobs(settings, &jobs, "check", |job| {
+            participant::check_current(job, settings, out)
+        }),
     }
 }
 
 /// Runs `work` over `jobs` on a bounded pool, honouring `--stop-on-first-crash`.
-fn run_jobs<F>(settings: &Settings, jobs: &[Job], what: &str, work: F) -> Result<RunSummary, PipelineError>
+fn run_jobs<F>(
+    settings: &Settings,
+    jobs: &[Job],
+    what: &str,
+    work: F,
+) -> Result<RunSummary, PipelineError>
 where
     F: Fn(&Job) -> Result<Outcome, JobError> + Sync,
 {
     let by_threads = (settings.nprocs / settings.omp_nthreads).max(1);
-    let by_mem = settings.mem_mb.map(|m| (m / MB_PER_SUBJECT).max(1) as usize).unwrap_or(usize::MAX);
+    let by_mem = settings
+        .mem_mb
+        .map(|m| (m / MB_PER_SUBJECT).max(1) as usize)
+        .unwrap_or(usize::MAX);
     let workers = by_threads.min(by_mem).min(jobs.len().max(1));
     tracing::info!("{} jobs, {} at a time", jobs.len(), workers);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -184,7 +211,9 @@ where
                 };
                 match &outcome {
                     Outcome::Written(p) => tracing::info!("{}: wrote {}", job.label(), list(p)),
-                    Outcome::UpToDate(p) => tracing::info!("{}: up to date, kept {}", job.label(), list(p)),
+                    Outcome::UpToDate(p) => {
+                        tracing::info!("{}: up to date, kept {}", job.label(), list(p))
+                    }
                     Outcome::Failed(e) => {
                         tracing::error!("{}: {e}", job.label());
                         if settings.stop_on_first_crash {
@@ -199,14 +228,26 @@ where
             .collect()
     });
     drop(progress);
-    let reports = jobs.iter().cloned().zip(outcomes).map(|(job, outcome)| JobReport { job, outcome }).collect();
-    Ok(RunSummary { reports, stop_on_first_crash: settings.stop_on_first_crash })
+    let reports = jobs
+        .iter()
+        .cloned()
+        .zip(outcomes)
+        .map(|(job, outcome)| JobReport { job, outcome })
+        .collect();
+    Ok(RunSummary {
+        reports,
+        stop_on_first_crash: settings.stop_on_first_crash,
+    })
 }
 
 fn list(paths: &[PathBuf]) -> String {
     paths
         .iter()
-        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::bids::{BidsError, Entity, Layout};
 use crate::cli::{ExitStatus, Settings};
-use crate::derivatives::{DerivativeName, DerivativesDataset, DerivativesError, Sidecar, source_uri};
+use crate::derivatives::{
+    DerivativeName, DerivativesDataset, DerivativesError, Sidecar, source_uri,
+};
 use crate::preprocess::intensity::{ScalingError, scale_intensity};
 use crate::volume::{VolumeError, XformCode, axcodes, read_nifti, to_closest_canonical};
 
@@ -36,7 +38,9 @@ pub enum JobError {
     #[error(transparent)]
     Output(#[from] DerivativesError),
     /// The group level found no current participant output.
-    #[error("{0}: no current preprocessed output; run the participant level for this subject first")]
+    #[error(
+        "{0}: no current preprocessed output; run the participant level for this subject first"
+    )]
     MissingOutput(PathBuf),
 }
 
@@ -65,15 +69,23 @@ pub fn preproc_name(job: &Job) -> DerivativeName {
 fn fingerprint(job: &Job, settings: &Settings) -> Result<(String, Value), JobError> {
     let mut file = std::fs::File::open(&job.path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound && job.source.is_dangling() {
-            VolumeError::DanglingSymlink { path: job.path.clone() }
+            VolumeError::DanglingSymlink {
+                path: job.path.clone(),
+            }
         } else {
-            VolumeError::Read { path: job.path.clone(), source: e }
+            VolumeError::Read {
+                path: job.path.clone(),
+                source: e,
+            }
         }
     })?;
     let mut input = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| VolumeError::Read { path: job.path.clone(), source: e })?;
+        let n = file.read(&mut buf).map_err(|e| VolumeError::Read {
+            path: job.path.clone(),
+            source: e,
+        })?;
         if n == 0 {
             break;
         }
@@ -92,17 +104,32 @@ fn fingerprint(job: &Job, settings: &Settings) -> Result<(String, Value), JobErr
     all.update(input_sha.as_bytes());
     all.update(params.to_string().as_bytes());
     all.update(crate::VERSION.as_bytes());
-    Ok((format!("sha256:{:x}", all.finalize()), json!({ "SHA256": input_sha, "Parameters": params })))
+    Ok((
+        format!("sha256:{:x}", all.finalize()),
+        json!({ "SHA256": input_sha, "Parameters": params }),
+    ))
 }
 
 fn is_current(out: &DerivativesDataset, name: &DerivativeName, fingerprint: &str) -> bool {
-    let Some(sidecar) = out.read_sidecar(name) else { return false };
+    let Some(sidecar) = out.read_sidecar(name) else {
+        return false;
+    };
     let image_exists = out.path(name).is_ok_and(|p| p.is_file());
-    image_exists && sidecar.get("hcld").and_then(|h| h.get("Fingerprint")).and_then(Value::as_str) == Some(fingerprint)
+    image_exists
+        && sidecar
+            .get("hcld")
+            .and_then(|h| h.get("Fingerprint"))
+            .and_then(Value::as_str)
+            == Some(fingerprint)
 }
 
 /// Runs the participant-level steps for one T1w.
-pub fn preprocess(job: &Job, layout: &Layout, settings: &Settings, out: &DerivativesDataset) -> Result<Outcome, JobError> {
+pub fn preprocess(
+    job: &Job,
+    layout: &Layout,
+    settings: &Settings,
+    out: &DerivativesDataset,
+) -> Result<Outcome, JobError> {
     let name = preproc_name(job);
     let image_path = out.path(&name)?;
     let json_path = out.path(&name.with_extension(".json"))?;
@@ -117,26 +144,48 @@ pub fn preprocess(job: &Job, layout: &Layout, settings: &Settings, out: &Derivat
     let input_orientation: String = axcodes(volume.affine()).iter().collect();
     let canonical = to_closest_canonical(&volume);
     drop(volume);
-    let (scaled, report) = scale_intensity(&canonical, &settings.intensity)
-        .map_err(|source| JobError::Scaling { path: job.path.clone(), source })?;
+    let (scaled, report) =
+        scale_intensity(&canonical, &settings.intensity).map_err(|source| JobError::Scaling {
+            path: job.path.clone(),
+            source,
+        })?;
     if report.non_finite_voxels > 0 {
-        tracing::warn!("{}: {} NaN/Inf voxels set to 0", job.path.display(), report.non_finite_voxels);
+        tracing::warn!(
+            "{}: {} NaN/Inf voxels set to 0",
+            job.path.display(),
+            report.non_finite_voxels
+        );
     }
-    let skull_stripped = metadata.get("SkullStripped").and_then(Value::as_bool).unwrap_or(false);
+    let skull_stripped = metadata
+        .get("SkullStripped")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let p = &settings.intensity;
     let description = format!(
         "T1w reoriented to RAS+ and intensity-scaled: foreground percentile {} mapped to 0 and {} to 1, clipped to [0, {}]{}.",
         p.low_percentile,
         p.high_percentile,
         p.clip_max,
-        if skull_stripped { "; skull-stripped at input" } else { "; not skull-stripped" }
+        if skull_stripped {
+            "; skull-stripped at input"
+        } else {
+            "; not skull-stripped"
+        }
     );
     let mut input = input_info;
     if let Value::Object(m) = &mut input {
         m.insert("Orientation".into(), json!(input_orientation));
-        m.insert("Header".into(), serde_json::to_value(&header).unwrap_or(Value::Null));
+        m.insert(
+            "Header".into(),
+            serde_json::to_value(&header).unwrap_or(Value::Null),
+        );
     }
-    let sidecar = Sidecar::new(&description, &[source_uri(job.source.rel_path())], skull_stripped).insert(
+    let sidecar = Sidecar::new(
+        &description,
+        &[source_uri(job.source.rel_path())],
+        skull_stripped,
+    )
+    .insert(
         "hcld",
         json!({
             "Version": crate::VERSION,
@@ -155,13 +204,23 @@ pub fn preprocess(job: &Job, layout: &Layout, settings: &Settings, out: &Derivat
         XformCode::Unknown => XformCode::ScannerAnat,
         c => c,
     };
-    let written = out.write_image(&name, &scaled, crate::volume::OutputDtype::Float32, code, &sidecar)?;
+    let written = out.write_image(
+        &name,
+        &scaled,
+        crate::volume::OutputDtype::Float32,
+        code,
+        &sidecar,
+    )?;
     Ok(Outcome::Written(vec![written, json_path]))
 }
 
 /// Group level (until model fitting lands): checks that each job's participant output exists and
 /// is current for this input and these parameters.
-pub fn check_current(job: &Job, settings: &Settings, out: &DerivativesDataset) -> Result<Outcome, JobError> {
+pub fn check_current(
+    job: &Job,
+    settings: &Settings,
+    out: &DerivativesDataset,
+) -> Result<Outcome, JobError> {
     let name = preproc_name(job);
     let (fp, _) = fingerprint(job, settings)?;
     let path = out.path(&name)?;

@@ -23,7 +23,11 @@ pub struct IntensityScaling {
 
 impl Default for IntensityScaling {
     fn default() -> Self {
-        IntensityScaling { low_percentile: 0.5, high_percentile: 99.5, clip_max: 1.5 }
+        IntensityScaling {
+            low_percentile: 0.5,
+            high_percentile: 99.5,
+            clip_max: 1.5,
+        }
     }
 }
 
@@ -31,8 +35,10 @@ impl IntensityScaling {
     /// Checks the parameters: `0 ≤ low < high ≤ 100`, `clip_max ≥ 1`.
     pub fn validate(&self) -> Result<(), String> {
         let (l, h) = (self.low_percentile, self.high_percentile);
-        if !(0.0..100.0).contains(&l) || !(l < h && h <= 100.0) {
-            return Err(format!("percentiles must satisfy 0 ≤ low < high ≤ 100, got {l} and {h}"));
+        if !((0.0..100.0).contains(&l) && l < h && h <= 100.0) {
+            return Err(format!(
+                "percentiles must satisfy 0 ≤ low < high ≤ 100, got {l} and {h}"
+            ));
         }
         if !(self.clip_max >= 1.0 && self.clip_max.is_finite()) {
             return Err(format!("clip maximum must be ≥ 1, got {}", self.clip_max));
@@ -66,10 +72,17 @@ pub enum ScalingError {
 }
 
 /// Scales `volume` as described in the module doc. Non-finite voxels become 0.
-pub fn scale_intensity(volume: &Volume, params: &IntensityScaling) -> Result<(Volume, ScalingReport), ScalingError> {
+pub fn scale_intensity(
+    volume: &Volume,
+    params: &IntensityScaling,
+) -> Result<(Volume, ScalingReport), ScalingError> {
     let data = volume.data();
     let non_finite = data.iter().filter(|v| !v.is_finite()).count();
-    let mut fg: Vec<f32> = data.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+    let mut fg: Vec<f32> = data
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
     if fg.is_empty() {
         return Err(ScalingError::NoForeground);
     }
@@ -83,11 +96,24 @@ pub fn scale_intensity(volume: &Volume, params: &IntensityScaling) -> Result<(Vo
     let clip = params.clip_max;
     let out: Vec<f32> = data
         .iter()
-        .map(|&v| if v.is_finite() { ((v as f64 - lo) * scale).clamp(0.0, clip) as f32 } else { 0.0 })
+        .map(|&v| {
+            if v.is_finite() {
+                ((v as f64 - lo) * scale).clamp(0.0, clip) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
-    let report = ScalingReport { low_value: lo, high_value: hi, foreground_voxels: n, non_finite_voxels: non_finite };
+    let report = ScalingReport {
+        low_value: lo,
+        high_value: hi,
+        foreground_voxels: n,
+        non_finite_voxels: non_finite,
+    };
     // Same grid, same length: cannot fail.
-    let scaled = volume.with_data(out).map_err(|_| ScalingError::NoForeground)?;
+    let scaled = volume
+        .with_data(out)
+        .map_err(|_| ScalingError::NoForeground)?;
     Ok((scaled, report))
 }
 
@@ -111,9 +137,16 @@ mod tests {
         let mut data: Vec<f32> = (1..=1000).map(|v| v as f32).collect();
         data.extend(std::iter::repeat_n(0.0, 1000));
         let v = Volume::new([10, 20, 10], Matrix4::identity(), data).unwrap();
-        let p = IntensityScaling { low_percentile: 0.0, high_percentile: 100.0, clip_max: 1.0 };
+        let p = IntensityScaling {
+            low_percentile: 0.0,
+            high_percentile: 100.0,
+            clip_max: 1.0,
+        };
         let (s, r) = scale_intensity(&v, &p).unwrap();
-        assert_eq!((r.low_value, r.high_value, r.foreground_voxels), (1.0, 1000.0, 1000));
+        assert_eq!(
+            (r.low_value, r.high_value, r.foreground_voxels),
+            (1.0, 1000.0, 1000)
+        );
         assert_eq!(s.data()[0], 0.0);
         assert_eq!(s.data()[999], 1.0);
         assert!((s.data()[499] - 499.0 / 999.0).abs() < 1e-6);
@@ -125,10 +158,20 @@ mod tests {
     #[test]
     fn rejects_empty_and_constant_images() {
         let v = Volume::new([2, 2, 2], Matrix4::identity(), vec![0.0; 8]).unwrap();
-        assert_eq!(scale_intensity(&v, &IntensityScaling::default()).unwrap_err(), ScalingError::NoForeground);
+        assert_eq!(
+            scale_intensity(&v, &IntensityScaling::default()).unwrap_err(),
+            ScalingError::NoForeground
+        );
         let v = Volume::new([2, 2, 2], Matrix4::identity(), vec![5.0; 8]).unwrap();
-        assert_eq!(scale_intensity(&v, &IntensityScaling::default()).unwrap_err(), ScalingError::Constant(5.0));
-        let bad = IntensityScaling { low_percentile: 50.0, high_percentile: 10.0, clip_max: 1.0 };
+        assert_eq!(
+            scale_intensity(&v, &IntensityScaling::default()).unwrap_err(),
+            ScalingError::Constant(5.0)
+        );
+        let bad = IntensityScaling {
+            low_percentile: 50.0,
+            high_percentile: 10.0,
+            clip_max: 1.0,
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -156,7 +156,9 @@ impl RawType {
                     "datatype {code} is RGB colour; a T1w image must be a scalar greyscale volume"
                 ));
             }
-            1536 => return Err("datatype 1536 (float128) is not supported; convert to float32".into()),
+            1536 => {
+                return Err("datatype 1536 (float128) is not supported; convert to float32".into());
+            }
             other => return Err(format!("unknown datatype code {other}")),
         })
     }
@@ -234,7 +236,10 @@ impl RawHeader {
     /// Parses a 540-byte NIfTI-2 header (layout from the NIfTI-2 standard, `nifti2.h`).
     fn from_nifti2(b: &[u8], big_endian: bool) -> Result<Self, String> {
         if b.len() < 540 {
-            return Err(format!("NIfTI-2 header needs 540 bytes, file has {}", b.len()));
+            return Err(format!(
+                "NIfTI-2 header needs 540 bytes, file has {}",
+                b.len()
+            ));
         }
         let magic = &b[4..12];
         if magic != b"n+2\0\r\n\x1a\n" && magic != b"ni2\0\r\n\x1a\n" {
@@ -308,8 +313,16 @@ impl RawHeader {
         let w2 = 1.0 - (b * b + c * c + d * d);
         // As nibabel: |w²| below 3 ε of the header's float type means a 180° rotation (a = 0);
         // a clearly negative w² (invalid header) is treated the same instead of failing.
-        let eps = if self.version == 1 { f32::EPSILON as f64 } else { f64::EPSILON };
-        let a = if w2.abs() < 3.0 * eps || w2 < 0.0 { 0.0 } else { w2.sqrt() };
+        let eps = if self.version == 1 {
+            f32::EPSILON as f64
+        } else {
+            f64::EPSILON
+        };
+        let a = if w2.abs() < 3.0 * eps || w2 < 0.0 {
+            0.0
+        } else {
+            w2.sqrt()
+        };
         let n = a * a + b * b + c * c + d * d;
         let r = if n < f64::EPSILON {
             Matrix3::identity()
@@ -352,7 +365,11 @@ impl RawHeader {
         let mut out = Matrix4::identity();
         for ax in 0..3 {
             let n = self.dim[ax + 1].max(1) as f64;
-            let z = if self.pixdim[ax + 1] == 0.0 { 1.0 } else { self.pixdim[ax + 1].abs() };
+            let z = if self.pixdim[ax + 1] == 0.0 {
+                1.0
+            } else {
+                self.pixdim[ax + 1].abs()
+            };
             let z = if ax == 0 { -z } else { z };
             out[(ax, ax)] = z;
             out[(ax, 3)] = -((n - 1.0) / 2.0) * z;
@@ -375,18 +392,32 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
             return Err(if is_link {
                 VolumeError::DanglingSymlink { path: p() }
             } else {
-                VolumeError::Read { path: p(), source: e }
+                VolumeError::Read {
+                    path: p(),
+                    source: e,
+                }
             });
         }
-        Err(e) => return Err(VolumeError::Read { path: p(), source: e }),
+        Err(e) => {
+            return Err(VolumeError::Read {
+                path: p(),
+                source: e,
+            });
+        }
     };
     if meta.is_dir() {
-        return Err(VolumeError::NotNifti { path: p(), reason: "it is a directory".into() });
+        return Err(VolumeError::NotNifti {
+            path: p(),
+            reason: "it is a directory".into(),
+        });
     }
     if meta.len() == 0 {
         return Err(VolumeError::Empty { path: p() });
     }
-    let file = File::open(path).map_err(|e| VolumeError::Read { path: p(), source: e })?;
+    let file = File::open(path).map_err(|e| VolumeError::Read {
+        path: p(),
+        source: e,
+    })?;
     let mut file = BufReader::with_capacity(1 << 16, file);
     let mut magic = [0u8; 2];
     let got = read_full(&mut file, &mut magic).map_err(|e| io_err(path, e))?;
@@ -427,8 +458,11 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
     let to_skip_in_buf = (skip as usize).min(already.len());
     already.drain(..to_skip_in_buf);
     let remaining_skip = skip - to_skip_in_buf as u64;
-    let skipped = std::io::copy(&mut (&mut reader).take(remaining_skip), &mut std::io::sink())
-        .map_err(|e| io_err(path, e))?;
+    let skipped = std::io::copy(
+        &mut (&mut reader).take(remaining_skip),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| io_err(path, e))?;
     if skipped < remaining_skip {
         return Err(VolumeError::Truncated {
             path: p(),
@@ -450,7 +484,11 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
             path: p(),
             reason: format!(
                 "expected {n_bytes} bytes of voxel data ({} × {}), found {}",
-                shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" × "),
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" × "),
                 raw_type.name(),
                 raw.len()
             ),
@@ -460,7 +498,9 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
     let (affine, affine_source) = header.affine();
     let volume = Volume::new(dims, affine, data).map_err(|reason| VolumeError::BadHeader {
         path: p(),
-        reason: format!("{reason} ({affine_source}); fix the header (e.g. with nibabel or fslorient)"),
+        reason: format!(
+            "{reason} ({affine_source}); fix the header (e.g. with nibabel or fslorient)"
+        ),
     })?;
     let summary = HeaderSummary {
         nifti_version: header.version,
@@ -485,7 +525,10 @@ fn io_err(path: &Path, e: std::io::Error) -> VolumeError {
             path: path.to_path_buf(),
             reason: format!("the compressed stream is cut short or corrupt ({e})"),
         },
-        _ => VolumeError::Read { path: path.to_path_buf(), source: e },
+        _ => VolumeError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        },
     }
 }
 
@@ -509,7 +552,10 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<RawHeader, VolumeError> {
         return Err(VolumeError::AnnexPlaceholder { path: p() });
     }
     if b.len() < 4 {
-        return Err(VolumeError::NotNifti { path: p(), reason: format!("only {} bytes", b.len()) });
+        return Err(VolumeError::NotNifti {
+            path: p(),
+            reason: format!("only {} bytes", b.len()),
+        });
     }
     let le = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let be = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -525,15 +571,17 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<RawHeader, VolumeError> {
             if magic != b"n+1\0" && magic != b"ni1\0" {
                 return Err(VolumeError::NotNifti {
                     path: p(),
-                    reason: "sizeof_hdr is 348 but the magic string is not 'n+1' (an ANALYZE 7.5 file?)"
-                        .into(),
+                    reason:
+                        "sizeof_hdr is 348 but the magic string is not 'n+1' (an ANALYZE 7.5 file?)"
+                            .into(),
                 });
             }
             if magic == b"ni1\0" {
                 return Err(VolumeError::NotNifti {
                     path: p(),
-                    reason: "this is the header of a .hdr/.img pair; BIDS needs single-file .nii[.gz]"
-                        .into(),
+                    reason:
+                        "this is the header of a .hdr/.img pair; BIDS needs single-file .nii[.gz]"
+                            .into(),
                 });
             }
             let h = NiftiHeader::from_reader(&b[..348]).map_err(|e| VolumeError::BadHeader {
@@ -542,12 +590,13 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<RawHeader, VolumeError> {
             })?;
             Ok(RawHeader::from_nifti1(&h))
         }
-        (540, _) | (_, 540) => {
-            RawHeader::from_nifti2(b, le != 540).map_err(|reason| VolumeError::BadHeader { path: p(), reason })
-        }
+        (540, _) | (_, 540) => RawHeader::from_nifti2(b, le != 540)
+            .map_err(|reason| VolumeError::BadHeader { path: p(), reason }),
         _ => Err(VolumeError::NotNifti {
             path: p(),
-            reason: format!("first 4 bytes give header size {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"),
+            reason: format!(
+                "first 4 bytes give header size {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"
+            ),
         }),
     }
 }
@@ -604,7 +653,10 @@ fn scaling(path: &Path, h: &RawHeader) -> Result<Option<(f64, f64)>, VolumeError
     if !h.scl_inter.is_finite() {
         return Err(VolumeError::BadHeader {
             path: path.to_path_buf(),
-            reason: format!("scl_slope {} with a non-finite scl_inter {}", h.scl_slope, h.scl_inter),
+            reason: format!(
+                "scl_slope {} with a non-finite scl_inter {}",
+                h.scl_slope, h.scl_inter
+            ),
         });
     }
     if h.scl_slope == 1.0 && h.scl_inter == 0.0 {
@@ -632,7 +684,11 @@ fn convert(raw: &[u8], t: RawType, big_endian: bool, scaling: Option<(f64, f64)>
             raw.chunks_exact($n)
                 .map(|c| {
                     let a: [u8; $n] = c.try_into().unwrap_or([0; $n]);
-                    let v = if big_endian { <$ty>::from_be_bytes(a) } else { <$ty>::from_le_bytes(a) };
+                    let v = if big_endian {
+                        <$ty>::from_be_bytes(a)
+                    } else {
+                        <$ty>::from_le_bytes(a)
+                    };
                     v as f64
                 })
                 .map(|v| match scaling {
@@ -667,21 +723,38 @@ pub fn write_nifti(
     code: XformCode,
     description: &str,
 ) -> Result<(), VolumeError> {
-    let werr = |reason: String| VolumeError::Write { path: path.to_path_buf(), reason };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let werr = |reason: String| VolumeError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !name.ends_with(".nii.gz") {
         return Err(werr("output names must end in .nii.gz".into()));
     }
     let [nx, ny, nz] = volume.dims();
     let mut header = NiftiHeader::default();
     let vs = volume.voxel_sizes();
-    header.pixdim = [1.0, vs[0] as f32, vs[1] as f32, vs[2] as f32, 0.0, 0.0, 0.0, 0.0];
+    header.pixdim = [
+        1.0,
+        vs[0] as f32,
+        vs[1] as f32,
+        vs[2] as f32,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
     header.xyzt_units = 2; // millimetres
     let affine: Matrix4<f64> = *volume.affine();
     header.set_sform(&affine, code.to_nifti());
     header.set_qform(&affine, code.to_nifti());
     let finite = volume.data().iter().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+        (a.min(v), b.max(v))
+    });
     let mut descrip = description.as_bytes().to_vec();
     descrip.truncate(79);
     descrip.resize(80, 0);
@@ -691,16 +764,24 @@ pub fn write_nifti(
         header.cal_min = lo;
         header.cal_max = hi;
     }
-    let options = WriterOptions::new(path).reference_header(&header).compress(true);
+    let options = WriterOptions::new(path)
+        .reference_header(&header)
+        .compress(true);
     let shape = ndarray::ShapeBuilder::f((nx, ny, nz));
     let result = match dtype {
         OutputDtype::Float32 => {
-            let view = ndarray::ArrayView3::from_shape(shape, volume.data()).map_err(|e| werr(e.to_string()))?;
+            let view = ndarray::ArrayView3::from_shape(shape, volume.data())
+                .map_err(|e| werr(e.to_string()))?;
             options.write_nifti_with_type(&view, NiftiType::Float32)
         }
         OutputDtype::Uint8 => {
-            let v: Vec<u8> = volume.data().iter().map(|&x| x.round().clamp(0.0, 255.0) as u8).collect();
-            let view = ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
+            let v: Vec<u8> = volume
+                .data()
+                .iter()
+                .map(|&x| x.round().clamp(0.0, 255.0) as u8)
+                .collect();
+            let view =
+                ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
             options.write_nifti_with_type(&view, NiftiType::Uint8)
         }
         OutputDtype::Int16 => {
@@ -709,10 +790,10 @@ pub fn write_nifti(
                 .iter()
                 .map(|&x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
                 .collect();
-            let view = ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
+            let view =
+                ndarray::ArrayView3::from_shape(shape, &v[..]).map_err(|e| werr(e.to_string()))?;
             options.write_nifti_with_type(&view, NiftiType::Int16)
         }
     };
     result.map_err(|e| werr(e.to_string()))
 }
-

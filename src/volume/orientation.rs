@@ -142,7 +142,11 @@ mod tests {
             let w = v.voxel_to_world(i as f64, j as f64, k as f64);
             let inv = c.affine().try_inverse().unwrap();
             let p = inv * nalgebra::Vector4::new(w[0], w[1], w[2], 1.0);
-            let (ci, cj, ck) = (p[0].round() as usize, p[1].round() as usize, p[2].round() as usize);
+            let (ci, cj, ck) = (
+                p[0].round() as usize,
+                p[1].round() as usize,
+                p[2].round() as usize,
+            );
             assert_eq!(c.get(ci, cj, ck), v.get(i, j, k));
         }
     }

@@ -36,24 +36,80 @@ fn usage_errors_have_their_exit_codes() {
     let out = d.path().join("out");
     let ex = example();
     let cases: Vec<(Vec<std::ffi::OsString>, i32, &str)> = vec![
-        (args![ex, out, "subject"], 17, "unknown analysis level 'subject'"),
+        (
+            args![ex, out, "subject"],
+            17,
+            "unknown analysis level 'subject'",
+        ),
         (args![ex, out], 64, "ANALYSIS_LEVEL"),
-        (args![ex, out, "participant", "--no-such-flag"], 64, "--no-such-flag"),
-        (args![ex, out, "participant", "--participant-label", "../x"], 64, "'../x' is not a BIDS label"),
-        (args![ex, out, "participant", "--participant-label", "99"], 18, "sub-99 not found"),
-        (args![ex, out, "participant", "--session-label", "7"], 18, "ses-7 not found"),
-        (args![d.path().join("nope"), out, "participant"], 66, "BIDS_DIR not found"),
-        (args![ex, ex.join("sub-01"), "participant"], 64, "OUTPUT_DIR lies inside BIDS_DIR"),
+        (
+            args![ex, out, "participant", "--no-such-flag"],
+            64,
+            "--no-such-flag",
+        ),
+        (
+            args![ex, out, "participant", "--participant-label", "../x"],
+            64,
+            "'../x' is not a BIDS label",
+        ),
+        (
+            args![ex, out, "participant", "--participant-label", "99"],
+            18,
+            "sub-99 not found",
+        ),
+        (
+            args![ex, out, "participant", "--session-label", "7"],
+            18,
+            "ses-7 not found",
+        ),
+        (
+            args![d.path().join("nope"), out, "participant"],
+            66,
+            "BIDS_DIR not found",
+        ),
+        (
+            args![ex, ex.join("sub-01"), "participant"],
+            64,
+            "OUTPUT_DIR lies inside BIDS_DIR",
+        ),
         (args![ex, ex, "participant"], 64, "OUTPUT_DIR is BIDS_DIR"),
-        (args![ex, out, "participant", "--nprocs", "0"], 64, "--nprocs"),
+        (
+            args![ex, out, "participant", "--nprocs", "0"],
+            64,
+            "--nprocs",
+        ),
         (args![ex, out, "participant", "--mem", "lots"], 64, "--mem"),
-        (args![ex, out, "participant", "--intensity-percentiles", "90", "10"], 64, "percentiles"),
-        (args![ex, out, "participant", "--bids-filter-file", d.path().join("none.json")], 66, "none.json"),
+        (
+            args![
+                ex,
+                out,
+                "participant",
+                "--intensity-percentiles",
+                "90",
+                "10"
+            ],
+            64,
+            "percentiles",
+        ),
+        (
+            args![
+                ex,
+                out,
+                "participant",
+                "--bids-filter-file",
+                d.path().join("none.json")
+            ],
+            66,
+            "none.json",
+        ),
     ];
     for (a, code, want) in cases {
         let (got, stderr) = run(a.clone());
         assert_eq!(got, code, "{a:?}: {stderr}");
-        assert!(stderr.contains(want), "{a:?}: stderr lacks '{want}': {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{a:?}: stderr lacks '{want}': {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -64,17 +120,47 @@ fn filter_files_select_and_reject() {
     let f = d.path().join("filter.json");
     std::fs::write(&f, r#"{"t1w": {"session": "2"}}"#).unwrap();
     let out = d.path().join("out");
-    let (code, stderr) = run(args![example(), out, "participant", "--bids-filter-file", f]);
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "participant",
+        "--bids-filter-file",
+        f
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let written = super::util::files_under(&out);
-    let images: Vec<_> = written.iter().filter(|f| f.ends_with("_T1w.nii.gz")).collect();
-    assert_eq!(images, ["sub-03/ses-2/anat/sub-03_ses-2_desc-preproc_T1w.nii.gz"]);
+    let images: Vec<_> = written
+        .iter()
+        .filter(|f| f.ends_with("_T1w.nii.gz"))
+        .collect();
+    assert_eq!(
+        images,
+        ["sub-03/ses-2/anat/sub-03_ses-2_desc-preproc_T1w.nii.gz"]
+    );
     std::fs::write(&f, r#"{"t1w": {"acquisition": "nothing"}}"#).unwrap();
-    let (code, stderr) = run(args![example(), d.path().join("o2"), "participant", "--bids_filter_file", f]);
+    let (code, stderr) = run(args![
+        example(),
+        d.path().join("o2"),
+        "participant",
+        "--bids_filter_file",
+        f
+    ]);
     assert_eq!(code, 18, "{stderr}");
-    assert!(stderr.contains("no T1w image matches") && stderr.contains("acquisition=nothing"), "{stderr}");
+    assert!(
+        stderr.contains("no T1w image matches") && stderr.contains("acquisition=nothing"),
+        "{stderr}"
+    );
     std::fs::write(&f, r#"{"t1w": {"acqusition": "x"}}"#).unwrap();
-    let (code, stderr) = run(args![example(), d.path().join("o3"), "participant", "--bids-filter-file", f]);
+    let (code, stderr) = run(args![
+        example(),
+        d.path().join("o3"),
+        "participant",
+        "--bids-filter-file",
+        f
+    ]);
     assert_eq!(code, 64, "{stderr}");
-    assert!(stderr.contains("filter.json") && stderr.contains("acqusition"), "{stderr}");
+    assert!(
+        stderr.contains("filter.json") && stderr.contains("acqusition"),
+        "{stderr}"
+    );
 }

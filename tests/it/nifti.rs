@@ -22,7 +22,11 @@ fn check_affine(what: &str, got: &nalgebra::Matrix4<f64>, want: &Value) {
     for r in 0..4 {
         for c in 0..4 {
             let w = want[r][c].as_f64().unwrap();
-            assert!(close(got[(r, c)], w, 1e-6, 2e-5), "{what}: affine[{r}][{c}] = {} vs nibabel {w}", got[(r, c)]);
+            assert!(
+                close(got[(r, c)], w, 1e-6, 2e-5),
+                "{what}: affine[{r}][{c}] = {} vs nibabel {w}",
+                got[(r, c)]
+            );
         }
     }
 }
@@ -33,49 +37,100 @@ fn sum(v: &hcld::volume::Volume) -> f64 {
 
 fn check_samples(what: &str, vol: &hcld::volume::Volume, samples: &Value) {
     for s in samples.as_array().unwrap() {
-        let idx: Vec<usize> = s["index"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+        let idx: Vec<usize> = s["index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as usize)
+            .collect();
         let want = s["value"].as_f64().unwrap();
         let got = vol.get(idx[0], idx[1], idx[2]) as f64;
-        assert!(close(got, want, 1e-6, 1e-6), "{what}: voxel {idx:?} = {got} vs nibabel {want}");
+        assert!(
+            close(got, want, 1e-6, 1e-6),
+            "{what}: voxel {idx:?} = {got} vs nibabel {want}"
+        );
     }
 }
 
 #[test]
 fn every_fixture_matches_nibabel() {
     let cases = expected();
-    assert!(cases.len() >= 30, "expected values for the fixtures are missing");
+    assert!(
+        cases.len() >= 30,
+        "expected values for the fixtures are missing"
+    );
     let mut checked = 0;
     for case in cases {
         let file = case["file"].as_str().unwrap();
         let path = data().join(file);
-        let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         let result = read_nifti(&path);
         if shape.len() == 4 && shape[3] > 1 {
             let err = result.expect_err(file);
-            assert!(matches!(err, VolumeError::NotThreeD { .. }), "{file}: {err}");
+            assert!(
+                matches!(err, VolumeError::NotThreeD { .. }),
+                "{file}: {err}"
+            );
             assert!(err.to_string().contains("4D image with 2 volumes"), "{err}");
             continue;
         }
         let (vol, header) = result.unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(vol.dims().to_vec(), shape[..3].to_vec(), "{file}: shape");
         assert_eq!(header.shape, shape, "{file}: on-disk shape");
-        assert_eq!(header.datatype, case["header"]["dtype"].as_str().unwrap(), "{file}: datatype");
+        assert_eq!(
+            header.datatype,
+            case["header"]["dtype"].as_str().unwrap(),
+            "{file}: datatype"
+        );
         check_affine(file, vol.affine(), &case["affine"]);
         let want_sum = case["sum_exact"].as_f64().unwrap();
-        assert!(close(sum(&vol), want_sum, 1e-6, 1e-3), "{file}: sum {} vs nibabel {want_sum}", sum(&vol));
+        assert!(
+            close(sum(&vol), want_sum, 1e-6, 1e-3),
+            "{file}: sum {} vs nibabel {want_sum}",
+            sum(&vol)
+        );
         check_samples(file, &vol, &case["samples"]);
         let codes: String = axcodes(vol.affine()).iter().collect();
-        let want_codes: String = case["axcodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let want_codes: String = case["axcodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         assert_eq!(codes, want_codes, "{file}: axcodes");
 
         let canonical = to_closest_canonical(&vol);
-        let cshape: Vec<usize> =
-            case["canonical"]["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        assert_eq!(canonical.dims().to_vec(), cshape[..3].to_vec(), "{file}: canonical shape");
-        check_affine(&format!("{file} canonical"), canonical.affine(), &case["canonical"]["affine"]);
+        let cshape: Vec<usize> = case["canonical"]["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            canonical.dims().to_vec(),
+            cshape[..3].to_vec(),
+            "{file}: canonical shape"
+        );
+        check_affine(
+            &format!("{file} canonical"),
+            canonical.affine(),
+            &case["canonical"]["affine"],
+        );
         let want_csum = case["canonical"]["sum_exact"].as_f64().unwrap();
-        assert!(close(sum(&canonical), want_csum, 1e-6, 1e-3), "{file}: canonical sum");
-        check_samples(&format!("{file} canonical"), &canonical, &case["canonical"]["samples"]);
+        assert!(
+            close(sum(&canonical), want_csum, 1e-6, 1e-3),
+            "{file}: canonical sum"
+        );
+        check_samples(
+            &format!("{file} canonical"),
+            &canonical,
+            &case["canonical"]["samples"],
+        );
         assert_eq!(axcodes(canonical.affine()), ['R', 'A', 'S']);
         checked += 1;
     }
@@ -96,12 +151,23 @@ fn float32_round_trips_bit_exactly() {
             *v = *v * 0.123_456_79 - (i % 7) as f32 * 1e-7;
         }
         let out = dir.path().join("x.nii.gz");
-        write_nifti(&out, &vol, OutputDtype::Float32, XformCode::ScannerAnat, "test").unwrap();
+        write_nifti(
+            &out,
+            &vol,
+            OutputDtype::Float32,
+            XformCode::ScannerAnat,
+            "test",
+        )
+        .unwrap();
         let (back, h) = read_nifti(&out).unwrap();
         assert_eq!(h.datatype, "float32");
         assert_eq!((h.qform_code, h.sform_code), (1, 1));
         assert_eq!(back.dims(), vol.dims());
-        let same_bits = back.data().iter().zip(vol.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same_bits = back
+            .data()
+            .iter()
+            .zip(vol.data())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same_bits, "{file}: values changed in the round trip");
         // The sform stores float32: the affine survives to float32 precision.
         for (a, b) in back.affine().iter().zip(vol.affine().iter()) {
@@ -126,19 +192,36 @@ fn integer_outputs_round_and_clamp() {
     assert_eq!(back.data(), &[0.0, 0.0, 1.0, 1.0, 255.0, 255.0, 255.0, 0.0]);
     write_nifti(&p, &vol, OutputDtype::Int16, XformCode::Mni152, "seg").unwrap();
     let (back, _) = read_nifti(&p).unwrap();
-    assert_eq!(back.data(), &[-3.0, 0.0, 1.0, 1.0, 255.0, 300.0, 32767.0, -32768.0]);
+    assert_eq!(
+        back.data(),
+        &[-3.0, 0.0, 1.0, 1.0, 255.0, 300.0, 32767.0, -32768.0]
+    );
 }
 
 #[test]
 fn broken_files_give_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read(data().join("t1w/philips-intera3T_ixi-hh_IXI132-HH-1415_t1w2mm.nii.gz")).unwrap();
+    let good =
+        std::fs::read(data().join("t1w/philips-intera3T_ixi-hh_IXI132-HH-1415_t1w2mm.nii.gz"))
+            .unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.nii.gz", vec![], "empty (0 bytes)"),
-        ("truncated.nii.gz", good[..good.len() / 2].to_vec(), "truncated"),
+        (
+            "truncated.nii.gz",
+            good[..good.len() / 2].to_vec(),
+            "truncated",
+        ),
         ("header-only.nii.gz", good[..200].to_vec(), "truncated"),
-        ("text.nii", b"hello, this is not an image at all".to_vec(), "not a NIfTI image"),
-        ("annex.nii.gz", b"/annex/objects/SHA256E-s123--abc.nii.gz\n".to_vec(), "datalad get"),
+        (
+            "text.nii",
+            b"hello, this is not an image at all".to_vec(),
+            "not a NIfTI image",
+        ),
+        (
+            "annex.nii.gz",
+            b"/annex/objects/SHA256E-s123--abc.nii.gz\n".to_vec(),
+            "datalad get",
+        ),
     ];
     for (name, bytes, want) in cases {
         let p = dir.path().join(name);
@@ -149,5 +232,8 @@ fn broken_files_give_errors_not_panics() {
     let link = dir.path().join("dangling.nii.gz");
     std::os::unix::fs::symlink(dir.path().join(".git/annex/objects/xx"), &link).unwrap();
     let e = read_nifti(&link).unwrap_err().to_string();
-    assert!(e.contains("annexed content not present") && e.contains("datalad get"), "{e}");
+    assert!(
+        e.contains("annexed content not present") && e.contains("datalad get"),
+        "{e}"
+    );
 }

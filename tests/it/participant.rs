@@ -22,11 +22,17 @@ const EXPECTED_OUTPUTS: [&str; 8] = [
 
 /// Derivative files (images and sidecars), without logs, locks and dataset-level files.
 fn derivative_files(out: &Path) -> Vec<String> {
-    files_under(out).into_iter().filter(|f| f.starts_with("sub-")).collect()
+    files_under(out)
+        .into_iter()
+        .filter(|f| f.starts_with("sub-"))
+        .collect()
 }
 
 fn no_temporaries(out: &Path) {
-    let left: Vec<String> = files_under(out).into_iter().filter(|f| f.contains(".hcldtmp-")).collect();
+    let left: Vec<String> = files_under(out)
+        .into_iter()
+        .filter(|f| f.contains(".hcldtmp-"))
+        .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
@@ -42,51 +48,103 @@ fn example_dataset_end_to_end() {
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
     no_temporaries(&out);
     let all = files_under(&out);
-    assert!(all.iter().any(|f| f.starts_with("logs/hcld_participant_") && f.ends_with(".log")), "{all:?}");
-    assert!(all.contains(&".bidsignore".to_string()) && all.contains(&"dataset_description.json".to_string()));
+    assert!(
+        all.iter()
+            .any(|f| f.starts_with("logs/hcld_participant_") && f.ends_with(".log")),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&".bidsignore".to_string())
+            && all.contains(&"dataset_description.json".to_string())
+    );
 
-    let desc: Value = serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap()).unwrap();
+    let desc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap())
+            .unwrap();
     assert_eq!(desc["DatasetType"], "derivative");
     assert_eq!(desc["GeneratedBy"][0]["Name"], "hcld");
     assert_eq!(desc["GeneratedBy"][0]["Version"], env!("CARGO_PKG_VERSION"));
 
     for stem in ["sub-01/anat/sub-01", "sub-03/ses-2/anat/sub-03_ses-2"] {
-        let (vol, header) = read_nifti(&out.join(format!("{stem}_desc-preproc_T1w.nii.gz"))).unwrap();
+        let (vol, header) =
+            read_nifti(&out.join(format!("{stem}_desc-preproc_T1w.nii.gz"))).unwrap();
         assert_eq!(axcodes(vol.affine()), ['R', 'A', 'S']);
         assert_eq!(header.datatype, "float32");
         let max = vol.data().iter().cloned().fold(f32::MIN, f32::max);
         let min = vol.data().iter().cloned().fold(f32::MAX, f32::min);
-        assert!(min == 0.0 && max > 1.0 && max <= 1.5, "{stem}: range {min}..{max}");
-        let sc: Value = serde_json::from_slice(&std::fs::read(out.join(format!("{stem}_desc-preproc_T1w.json"))).unwrap()).unwrap();
+        assert!(
+            min == 0.0 && max > 1.0 && max <= 1.5,
+            "{stem}: range {min}..{max}"
+        );
+        let sc: Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("{stem}_desc-preproc_T1w.json"))).unwrap(),
+        )
+        .unwrap();
         let raw = stem.replace("_desc-preproc", "");
         assert_eq!(sc["Sources"][0], format!("bids:raw:{raw}_T1w.nii.gz"));
         assert_eq!(sc["SkullStripped"], false);
         assert_eq!(sc["hcld"]["Version"], env!("CARGO_PKG_VERSION"));
-        assert!(sc["hcld"]["Fingerprint"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            sc["hcld"]["Fingerprint"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
     // The IXI scan is stored PSR: the output is its RAS permutation, same world positions.
     let (input, _) = read_nifti(&bids.join("sub-01/anat/sub-01_T1w.nii.gz")).unwrap();
     let (output, _) = read_nifti(&out.join("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz")).unwrap();
     assert_eq!(axcodes(input.affine()), ['P', 'S', 'R']);
-    assert_eq!(output.dims(), [input.dims()[2], input.dims()[0], input.dims()[1]]);
+    assert_eq!(
+        output.dims(),
+        [input.dims()[2], input.dims()[0], input.dims()[1]]
+    );
 
     // Resume: a second run keeps every output as it is.
     let outputs_before = tree_state(&out.join("sub-01"));
     let (code, stderr) = run(args![bids, out, "participant"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("up to date"), "{stderr}");
-    assert_eq!(tree_state(&out.join("sub-01")), outputs_before, "a current output was rewritten");
+    assert_eq!(
+        tree_state(&out.join("sub-01")),
+        outputs_before,
+        "a current output was rewritten"
+    );
     // Changed parameters make outputs stale; --force redoes current ones.
-    let (code, stderr) = run(args![bids, out, "participant", "--participant-label", "sub-01", "--intensity-clip", "1.2"]);
+    let (code, stderr) = run(args![
+        bids,
+        out,
+        "participant",
+        "--participant-label",
+        "sub-01",
+        "--intensity-clip",
+        "1.2"
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("wrote sub-01_desc-preproc_T1w.nii.gz"), "{stderr}");
-    let (code, stderr) = run(args![bids, out, "participant", "--participant_label", "02", "--force"]);
+    assert!(
+        stderr.contains("wrote sub-01_desc-preproc_T1w.nii.gz"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(args![
+        bids,
+        out,
+        "participant",
+        "--participant_label",
+        "02",
+        "--force"
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("wrote sub-02_desc-preproc_T1w.nii.gz"), "{stderr}");
+    assert!(
+        stderr.contains("wrote sub-02_desc-preproc_T1w.nii.gz"),
+        "{stderr}"
+    );
     // The group level finds sub-02 and sub-03 current, sub-01 stale for the default parameters.
     let (code, stderr) = run(args![bids, out, "group"]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("sub-01_desc-preproc_T1w.nii.gz: no current preprocessed output"), "{stderr}");
+    assert!(
+        stderr.contains("sub-01_desc-preproc_T1w.nii.gz: no current preprocessed output"),
+        "{stderr}"
+    );
     assert_eq!(tree_state(&bids), before, "BIDS_DIR was modified");
 }
 
@@ -95,9 +153,19 @@ fn empty_placeholders_fail_with_exit_65() {
     let bids = bids_example("ds003");
     let before = tree_state(&bids);
     let d = tempfile::tempdir().unwrap();
-    let (code, stderr) = run(args![bids, d.path().join("out"), "participant", "--participant-label", "01", "02"]);
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--participant-label",
+        "01",
+        "02"
+    ]);
     assert_eq!(code, 65, "{stderr}");
-    assert!(stderr.contains("sub-01_T1w.nii.gz: file is empty (0 bytes)"), "{stderr}");
+    assert!(
+        stderr.contains("sub-01_T1w.nii.gz: file is empty (0 bytes)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("2 of 2 failed"), "{stderr}");
     assert!(!stderr.contains("panicked"));
     assert_eq!(tree_state(&bids), before);
@@ -117,8 +185,16 @@ fn one_bad_subject_does_not_stop_the_others() {
     let good = std::fs::read(example().join("sub-02/anat/sub-02_T1w.nii.gz")).unwrap();
     let four_d = std::fs::read(data().join("nifti-variants/4d-int16.nii.gz")).unwrap();
     let cases: [(&str, Vec<u8>, &str); 2] = [
-        ("sub-02/anat/sub-02_T1w.nii.gz", good[..good.len() * 2 / 3].to_vec(), "truncated"),
-        ("sub-02/anat/sub-02_T1w.nii.gz", four_d, "4D image with 2 volumes"),
+        (
+            "sub-02/anat/sub-02_T1w.nii.gz",
+            good[..good.len() * 2 / 3].to_vec(),
+            "truncated",
+        ),
+        (
+            "sub-02/anat/sub-02_T1w.nii.gz",
+            four_d,
+            "4D image with 2 volumes",
+        ),
     ];
     for (rel, bytes, want) in cases {
         let d = tempfile::tempdir().unwrap();
@@ -127,8 +203,14 @@ fn one_bad_subject_does_not_stop_the_others() {
         let out = d.path().join("out");
         let (code, stderr) = run(args![bids, out, "participant"]);
         assert_eq!(code, 1, "{stderr}");
-        let line = stderr.lines().find(|l| l.contains("failed: sub-02")).unwrap_or_else(|| panic!("{stderr}"));
-        assert!(line.contains(&bids.join(rel).display().to_string()) && line.contains(want), "{line}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("failed: sub-02"))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            line.contains(&bids.join(rel).display().to_string()) && line.contains(want),
+            "{line}"
+        );
         let written = derivative_files(&out);
         assert_eq!(written.len(), 6, "{written:?}");
         assert!(written.iter().all(|f| !f.starts_with("sub-02")));
@@ -136,7 +218,14 @@ fn one_bad_subject_does_not_stop_the_others() {
         assert_eq!(tree_state(&bids), before);
         // --stop-on-first-crash: the failure's own code, and later jobs are not started.
         let out2 = d.path().join("out2");
-        let (code, stderr) = run(args![bids, out2, "participant", "--stop-on-first-crash", "--nprocs", "1"]);
+        let (code, stderr) = run(args![
+            bids,
+            out2,
+            "participant",
+            "--stop-on-first-crash",
+            "--nprocs",
+            "1"
+        ]);
         assert_eq!(code, 65, "{stderr}");
         assert!(derivative_files(&out2).len() < 6);
     }
@@ -148,12 +237,27 @@ fn broken_participants_tsv_fails_validation() {
     let bids = example_with(d.path(), "participants.tsv", b"subject\tsite\nsub-01\tHH\n");
     let (code, stderr) = run(args![bids, d.path().join("out"), "participant"]);
     assert_eq!(code, 16, "{stderr}");
-    assert!(stderr.contains("participants.tsv") && stderr.contains("no 'participant_id' column"), "{stderr}");
-    assert_eq!(stderr.lines().filter(|l| l.contains("error")).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("participants.tsv") && stderr.contains("no 'participant_id' column"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{stderr}"
+    );
     // Skipping validation turns it into a warning and the run proceeds.
-    let (code, stderr) = run(args![bids, d.path().join("out"), "participant", "--skip-bids-validation"]);
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--skip-bids-validation"
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("participant_id"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("participant_id"),
+        "{stderr}"
+    );
     // A missing dataset_description.json.
     std::fs::remove_file(bids.join("dataset_description.json")).unwrap();
     let (code, stderr) = run(args![bids, d.path().join("out3"), "participant"]);
@@ -168,10 +272,20 @@ fn dangling_symlink_names_datalad_get() {
     copy_tree(&example(), &bids);
     let t1w = bids.join("sub-01/anat/sub-01_T1w.nii.gz");
     std::fs::remove_file(&t1w).unwrap();
-    std::os::unix::fs::symlink("../../.git/annex/objects/Xx/yy/SHA256E-s1--0.nii.gz", &t1w).unwrap();
-    let (code, stderr) = run(args![bids, d.path().join("out"), "participant", "--participant-label", "01"]);
+    std::os::unix::fs::symlink("../../.git/annex/objects/Xx/yy/SHA256E-s1--0.nii.gz", &t1w)
+        .unwrap();
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--participant-label",
+        "01"
+    ]);
     assert_eq!(code, 65, "{stderr}");
-    assert!(stderr.contains("annexed content not present") && stderr.contains("datalad get"), "{stderr}");
+    assert!(
+        stderr.contains("annexed content not present") && stderr.contains("datalad get"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -193,11 +307,18 @@ fn parallel_jobs_share_one_output_dir() {
         .collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
     no_temporaries(&out);
-    let desc: Value = serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap()).unwrap();
+    let desc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap())
+            .unwrap();
     assert_eq!(desc["GeneratedBy"][0]["Name"], "hcld");
     for f in EXPECTED_OUTPUTS.iter().filter(|f| f.ends_with(".nii.gz")) {
         read_nifti(&out.join(f)).unwrap();

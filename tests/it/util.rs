@@ -7,12 +7,16 @@ use sha2::{Digest, Sha256};
 
 /// `tests/data`.
 pub fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
 }
 
 /// `examples/multisite`.
 pub fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join("multisite")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join("multisite")
 }
 
 /// A fixture copy of a bids-examples dataset.
@@ -30,7 +34,10 @@ pub fn hcld() -> assert_cmd::Command {
 /// Runs hcld and returns (exit code, stderr).
 pub fn run(args: Vec<std::ffi::OsString>) -> (i32, String) {
     let out = hcld().args(args).output().expect("run hcld");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Shorthand for building argument lists from paths and strings.
@@ -84,7 +91,13 @@ pub fn files_under(root: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .map(|e| {
+            e.path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     v.sort();
     v

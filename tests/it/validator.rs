@@ -16,7 +16,9 @@ fn validator() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("bids-validator-deno")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("bids-validator-deno"))
+        .find(|p| p.is_file())
 }
 
 /// Runs the validator (recursively, as `bids-validator-deno -r`) and returns its issues.
@@ -28,9 +30,16 @@ fn validate(validator: &Path, dataset: &Path) -> Vec<Value> {
         .output()
         .expect("run bids-validator-deno");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("validator output is not JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr)));
-    report["issues"]["issues"].as_array().cloned().unwrap_or_default()
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "validator output is not JSON ({e}): {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["issues"]["issues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn errors(issues: &[Value]) -> Vec<String> {
@@ -52,15 +61,27 @@ fn outputs_pass_the_bids_validator() {
         return;
     };
     let input_issues = validate(&validator, &example());
-    assert_eq!(errors(&input_issues), Vec::<String>::new(), "the example dataset is not valid BIDS");
+    assert_eq!(
+        errors(&input_issues),
+        Vec::<String>::new(),
+        "the example dataset is not valid BIDS"
+    );
 
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("hcld");
     let (code, stderr) = run(args![example(), out, "participant"]);
     assert_eq!(code, 0, "{stderr}");
     let issues = validate(&validator, &out);
-    assert_eq!(errors(&issues), Vec::<String>::new(), "hcld's derivatives are not valid BIDS");
-    let warnings: Vec<&Value> = issues.iter().filter(|i| i["severity"] == "warning").map(|i| &i["code"]).collect();
+    assert_eq!(
+        errors(&issues),
+        Vec::<String>::new(),
+        "hcld's derivatives are not valid BIDS"
+    );
+    let warnings: Vec<&Value> = issues
+        .iter()
+        .filter(|i| i["severity"] == "warning")
+        .map(|i| &i["code"])
+        .collect();
     eprintln!("validator warnings on the derivatives: {warnings:?}");
     assert!(!warnings.iter().any(|c| *c == "README_FILE_MISSING"));
 }
