@@ -26,8 +26,10 @@ pub const BIDS_VERSION: &str = "1.10.0";
 /// Prefix of temporary files; hidden, so BIDS tools and hcld's own index skip leftovers.
 const TMP_PREFIX: &str = ".hcldtmp-";
 
-/// What goes into `.bidsignore`: things a person needs that BIDS has no name for.
-const BIDSIGNORE: &str = "logs/\n*.html\nsub-*/figures/\n";
+/// What goes into `.bidsignore`: things a person needs that BIDS has no name for (reports, their
+/// figure folders, ITK transforms, which BIDS 1.11 does not cover). `figures` has no trailing slash
+/// because bids-validator 3 otherwise still reports the folder itself.
+const BIDSIGNORE: &str = "*.html\nfigures\n*_xfm.*\n";
 
 /// The dataset README: what the outputs are, for whoever opens OUTPUT_DIR.
 const README: &str = "# hcld derivatives\n\n\

@@ -35,6 +35,7 @@ fn usage_errors_have_their_exit_codes() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     let ex = example();
+    let before = super::util::tree_state(&ex);
     let cases: Vec<(Vec<std::ffi::OsString>, i32, &str)> = vec![
         (
             args![ex, out, "subject"],
@@ -111,7 +112,9 @@ fn usage_errors_have_their_exit_codes() {
             "{a:?}: stderr lacks '{want}': {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.contains("error")).count(), 1, "{stderr}");
     }
+    assert_eq!(super::util::tree_state(&ex), before, "BIDS_DIR was modified");
 }
 
 #[test]
