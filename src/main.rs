@@ -53,8 +53,12 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
             out.root().display()
         );
     } else {
+        let others = match total - failed {
+            0 => "none completed".to_string(),
+            n => format!("the other {n} completed"),
+        };
         tracing::error!(
-            "{failed} of {total} failed (exit {}); the others completed; log: {}",
+            "{failed} of {total} failed (exit {}); {others}; log: {}",
             status.code(),
             log_file.display()
         );

@@ -144,7 +144,9 @@ impl Layout {
             });
         }
         let mut layout = Layout::index_one(root, options.strict)?;
-        let mut derivative_roots: Vec<PathBuf> = Vec::new();
+        // (root, strict): derivatives found under BIDS_DIR/derivatives are auxiliary, so their
+        // problems are warnings; folders the user named are checked like the input.
+        let mut derivative_roots: Vec<(PathBuf, bool)> = Vec::new();
         let nested = root.join("derivatives");
         if let Ok(rd) = std::fs::read_dir(&nested) {
             let mut dirs: Vec<PathBuf> = rd
@@ -158,7 +160,7 @@ impl Layout {
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'));
                 if !hidden && d.join("dataset_description.json").is_file() {
-                    derivative_roots.push(d);
+                    derivative_roots.push((d, false));
                 }
             }
         }
@@ -175,19 +177,25 @@ impl Layout {
                     reason: "no dataset_description.json: give the root of a BIDS derivatives dataset (the folder holding dataset_description.json and sub-*/)".into(),
                 });
             }
-            derivative_roots.push(d.clone());
+            derivative_roots.push((d.clone(), options.strict));
         }
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let exclude: Vec<PathBuf> = options.exclude.iter().map(|p| canon(p)).collect();
         let mut seen = BTreeSet::new();
-        for d in derivative_roots {
+        for (d, strict) in derivative_roots {
             let c = canon(&d);
             if exclude.contains(&c) || !seen.insert(c) {
                 continue;
             }
-            layout
-                .derivatives
-                .push(Layout::index_one(&d, options.strict)?);
+            if !strict && let Err(e) = DatasetDescription::read(&d) {
+                layout
+                    .warnings
+                    .push(format!("{e}; derivatives folder skipped"));
+                continue;
+            }
+            let derivative = Layout::index_one(&d, strict)?;
+            layout.warnings.extend(derivative.warnings.iter().cloned());
+            layout.derivatives.push(derivative);
         }
         Ok(layout)
     }

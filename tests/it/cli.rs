@@ -112,9 +112,17 @@ fn usage_errors_have_their_exit_codes() {
             "{a:?}: stderr lacks '{want}': {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
-        assert_eq!(stderr.lines().filter(|l| l.contains("error")).count(), 1, "{stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{stderr}"
+        );
     }
-    assert_eq!(super::util::tree_state(&ex), before, "BIDS_DIR was modified");
+    assert_eq!(
+        super::util::tree_state(&ex),
+        before,
+        "BIDS_DIR was modified"
+    );
 }
 
 #[test]

@@ -324,3 +324,38 @@ fn parallel_jobs_share_one_output_dir() {
         read_nifti(&out.join(f)).unwrap();
     }
 }
+
+#[test]
+fn output_under_bids_derivatives_is_not_read_back_as_input() {
+    let d = tempfile::tempdir().unwrap();
+    let bids = d.path().join("bids");
+    copy_tree(&example(), &bids);
+    // An unrelated, broken derivatives folder only warns.
+    std::fs::create_dir_all(bids.join("derivatives/other")).unwrap();
+    std::fs::write(
+        bids.join("derivatives/other/dataset_description.json"),
+        "{oops",
+    )
+    .unwrap();
+    let out = bids.join("derivatives").join("hcld");
+    let outside = |p: &std::path::PathBuf| !p.starts_with("derivatives/hcld");
+    let before: Vec<_> = tree_state(&bids)
+        .into_iter()
+        .filter(|(p, _)| outside(p))
+        .collect();
+    for _ in 0..2 {
+        let (code, stderr) = run(args![bids, out, "participant"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains("dataset_description.json: invalid JSON"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("0 derivative datasets"), "{stderr}");
+    }
+    let after: Vec<_> = tree_state(&bids)
+        .into_iter()
+        .filter(|(p, _)| outside(p))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+}
