@@ -32,8 +32,8 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     let settings = Settings::from_args(args)?;
-    let (out, log_file) = pipeline::prepare_output(&settings)?;
-    cli::logging::init(settings.verbosity, Some(&log_file)).map_err(anyhow::Error::msg)?;
+    let (out, log_file, log) = pipeline::prepare_output(&settings)?;
+    cli::logging::init(settings.verbosity, Some(log))?;
     tracing::info!(
         "hcld {} {}",
         hcld::VERSION,

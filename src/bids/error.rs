@@ -61,7 +61,7 @@ pub enum BidsError {
         reason: String,
     },
     /// Reading the file system failed.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {source}; check that it exists and is readable by this user")]
     Io {
         /// The path being read.
         path: PathBuf,

@@ -37,6 +37,7 @@ pub struct BidsFile {
     extension: String,
     datatype: Option<&'static str>,
     dangling: bool,
+    valid_name: bool,
 }
 
 impl BidsFile {
@@ -57,6 +58,7 @@ impl BidsFile {
             extension: parsed.extension,
             datatype,
             dangling,
+            valid_name: parsed.well_formed && parsed.unknown.is_empty(),
             rel,
         }
     }
@@ -97,6 +99,12 @@ impl BidsFile {
     /// The datatype folder the file sits in (`anat`), if any.
     pub fn datatype(&self) -> Option<&str> {
         self.datatype
+    }
+
+    /// True when the name follows the BIDS grammar (`key-value` pairs of known entities, letters
+    /// and digits only, then a suffix).
+    pub fn is_valid_name(&self) -> bool {
+        self.valid_name
     }
 
     /// True for a symlink whose target is missing (un-fetched DataLad/git-annex content).
@@ -492,6 +500,8 @@ fn walk_folder(root: &Path, dir: &Path, ignore: &Gitignore) -> (Vec<BidsFile>, V
                     std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
                 if err.loop_ancestor().is_some() {
                     warnings.push(format!("{}: symlink loop, skipped", path.display()));
+                } else if is_link && !path.exists() && ignore.matched(&path, false).is_ignore() {
+                    // Ignored by .bidsignore, like any other file.
                 } else if is_link && !path.exists() {
                     let hidden = path
                         .file_name()

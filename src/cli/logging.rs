@@ -4,7 +4,8 @@
 //! file is logged as a plain line instead.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+
+use super::{CliError, ExitStatus};
 use std::sync::{Mutex, OnceLock};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,23 +46,28 @@ impl<'a> MakeWriter<'a> for StderrMaker {
     }
 }
 
-/// Installs the global logger: stderr at `warn`/`info`/`debug`/`trace` for verbosity 0/0/1/2+
-/// (info by default, so batch logs show each file), and, when `log_file` is given, a debug-level
-/// copy there. `HCLD_LOG` (an `EnvFilter` string) overrides the stderr level.
-pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<(), String> {
+/// Installs the global logger: stderr at `info`/`debug`/`trace` for verbosity 0/1/2+ (info by
+/// default, so batch logs show each file), and, when `log_file` is given, a debug-level copy there.
+/// `HCLD_LOG` (an `EnvFilter` string such as `hcld=debug`) overrides the stderr level.
+pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), CliError> {
+    let usage = |message: String| CliError {
+        status: ExitStatus::Usage,
+        message,
+    };
     let level = match verbosity {
         0 => LevelFilter::INFO,
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
     let stderr_filter = match std::env::var("HCLD_LOG") {
-        Ok(s) => EnvFilter::try_new(&s).map_err(|e| format!("HCLD_LOG '{s}': {e}"))?,
+        Ok(s) => EnvFilter::try_new(&s)
+            .map_err(|e| usage(format!("HCLD_LOG '{s}' is not a log filter: {e}")))?,
         Err(_) => EnvFilter::default()
             .add_directive(LevelFilter::WARN.into())
             .add_directive(
                 format!("hcld={level}")
                     .parse()
-                    .map_err(|e| format!("log filter: {e}"))?,
+                    .map_err(|e| usage(format!("log filter: {e}")))?,
             ),
     };
     let stderr_layer = tracing_subscriber::fmt::layer()
@@ -69,25 +75,21 @@ pub fn init(verbosity: u8, log_file: Option<&Path>) -> Result<(), String> {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(stderr_filter);
-    let file_layer = match log_file {
-        Some(p) => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("{}: cannot create log file: {e}", p.display()))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(Mutex::new(f))
-                    .with_ansi(false)
-                    .with_target(false)
-                    .with_filter(LevelFilter::DEBUG),
-            )
-        }
-        None => None,
-    };
+    let file_layer = log_file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(Mutex::new(f))
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(LevelFilter::DEBUG)
+    });
     tracing_subscriber::registry()
         .with(stderr_layer)
         .with(file_layer)
         .try_init()
-        .map_err(|e| format!("logger already installed: {e}"))
+        .map_err(|e| CliError {
+            status: ExitStatus::IoError,
+            message: format!("logger already installed: {e}"),
+        })
 }
 
 /// Progress over a known number of jobs: a bar on a terminal, nothing otherwise (callers log

@@ -236,9 +236,10 @@ impl Settings {
                 ),
             ));
         }
-        if output_dir.starts_with(&bids_dir)
-            && !output_dir.starts_with(bids_dir.join("derivatives"))
-        {
+        let derivatives_dir = bids_dir.join("derivatives");
+        let under_derivatives =
+            output_dir.starts_with(&derivatives_dir) && output_dir != derivatives_dir;
+        if output_dir.starts_with(&bids_dir) && !under_derivatives {
             return Err(cli_err(
                 ExitStatus::Usage,
                 format!(
@@ -285,6 +286,15 @@ impl Settings {
             .as_deref()
             .map(resolve)
             .unwrap_or_else(|| std::env::temp_dir().join("hcld-work"));
+        if work_dir.starts_with(&bids_dir) {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!(
+                    "{}: the work directory lies inside BIDS_DIR; hcld never writes into the input dataset, give -w a folder outside it",
+                    work_dir.display()
+                ),
+            ));
+        }
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -391,10 +401,22 @@ fn parse_mem(s: &str) -> Result<u64, String> {
     Ok(mb as u64)
 }
 
-/// Absolute, with symlinks resolved as far as the path exists (OUTPUT_DIR may not exist yet).
+/// Absolute, `..` and `.` removed lexically, then symlinks resolved as far as the path exists
+/// (OUTPUT_DIR may not exist yet), so containment checks cannot be fooled by `missing/../`.
 fn resolve(p: &Path) -> PathBuf {
+    use std::path::Component;
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut existing = abs.clone();
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.clone();
     let mut rest = Vec::new();
     loop {
         if let Ok(c) = std::fs::canonicalize(&existing) {
@@ -412,7 +434,7 @@ fn resolve(p: &Path) -> PathBuf {
                 rest.push(n);
                 existing = parent.to_path_buf();
             }
-            _ => return abs,
+            _ => return lexical,
         }
     }
 }

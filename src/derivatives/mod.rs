@@ -13,7 +13,6 @@ pub use names::DerivativeName;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -54,7 +53,7 @@ pub enum DerivativesError {
         source: std::io::Error,
     },
     /// Writing or renaming failed part-way (exit 74).
-    #[error("{path}: write failed: {reason}")]
+    #[error("{path}: write failed: {reason}; check permissions and free disk space in OUTPUT_DIR")]
     Write {
         /// The path.
         path: PathBuf,
@@ -174,16 +173,15 @@ impl DerivativesDataset {
             "DatasetLinks": {"raw": url},
         });
         match std::fs::read(&desc_path) {
-            Ok(bytes) => ds.check_existing_description(&desc_path, &bytes)?,
+            Ok(bytes) => ds.check_existing_description(&desc_path, &bytes, &url)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let text = pretty(&description);
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(TMP_PREFIX)
-                    .tempfile_in(root)
-                    .map_err(|e| DerivativesError::CannotCreate {
+                let mut tmp = temp_builder().tempfile_in(root).map_err(|e| {
+                    DerivativesError::CannotCreate {
                         path: root.to_path_buf(),
                         source: e,
-                    })?;
+                    }
+                })?;
                 std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| {
                     DerivativesError::Write {
                         path: desc_path.clone(),
@@ -199,7 +197,7 @@ impl DerivativesDataset {
                                 path: desc_path.clone(),
                                 reason: e.to_string(),
                             })?;
-                        ds.check_existing_description(&desc_path, &bytes)?;
+                        ds.check_existing_description(&desc_path, &bytes, &url)?;
                     }
                     Err(e) => {
                         return Err(DerivativesError::Write {
@@ -230,6 +228,7 @@ impl DerivativesDataset {
         &self,
         path: &Path,
         bytes: &[u8],
+        source_url: &str,
     ) -> Result<(), DerivativesError> {
         let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         let name = v
@@ -244,6 +243,21 @@ impl DerivativesDataset {
                 pipeline: name.to_string(),
             });
         }
+        // The same OUTPUT_DIR reached from another mount point (containers) is fine; a different
+        // dataset name would mix two datasets' outputs, worth a word.
+        let recorded = v
+            .get("SourceDatasets")
+            .and_then(|s| s.get(0))
+            .and_then(|s| s.get("URL"))
+            .and_then(Value::as_str);
+        if let Some(r) = recorded
+            && r != source_url
+        {
+            tracing::warn!(
+                "{}: OUTPUT_DIR was made from {r}, this run reads {source_url}; outputs of both land together",
+                path.display()
+            );
+        }
         Ok(())
     }
 
@@ -255,6 +269,31 @@ impl DerivativesDataset {
     /// Where run logs go (`OUTPUT_DIR/logs`, listed in `.bidsignore`).
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// Creates this run's log file, `logs/hcld_<level>_<UTC time>_<random>.log`: a new file every
+    /// time (never truncating another job's log, even for jobs started in the same second).
+    pub fn create_log(&self, level: &str) -> Result<(PathBuf, File), DerivativesError> {
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let prefix = format!("hcld_{level}_{stamp}_");
+        let logs = self.logs_dir();
+        let mut b = temp_builder();
+        b.prefix(&prefix).suffix(".log").rand_bytes(6);
+        let file = b
+            .tempfile_in(&logs)
+            .map_err(|e| DerivativesError::CannotCreate {
+                path: logs.clone(),
+                source: e,
+            })?;
+        let (file, path) = file.keep().map_err(|e| DerivativesError::CannotCreate {
+            path: logs,
+            source: e.error,
+        })?;
+        Ok((path, file))
     }
 
     /// Absolute path of a named output.
@@ -270,11 +309,7 @@ impl DerivativesDataset {
             path: dir.clone(),
             source: e,
         })?;
-        let key: Vec<String> = name
-            .entity_pairs()
-            .map(|(e, v)| format!("{}-{v}", e.key()))
-            .collect();
-        let path = dir.join(format!("{}.lock", key.join("_")));
+        let path = dir.join(format!("{}.lock", name.source_key()));
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -337,57 +372,34 @@ impl DerivativesDataset {
         })
     }
 
-    /// Removes temporary files left in `dir` by killed runs. Call only while holding the lock of
-    /// the outputs in that folder, so no live writer's temporary file is removed.
+    /// Removes temporary files left by killed runs for the outputs of `name`'s source. Call only
+    /// while holding that source's lock: temporaries of other sources (another run of the same
+    /// subject, written concurrently) are never touched.
     pub fn remove_stale_temporaries(&self, name: &DerivativeName) {
         let Ok(path) = self.path(name) else { return };
-        let (Some(dir), Some(stem)) = (path.parent(), name_stem(&path)) else {
-            return;
-        };
+        let Some(dir) = path.parent() else { return };
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
+        let prefix = format!("{}_", name.source_key());
         for e in rd.flatten() {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            if n.starts_with(TMP_PREFIX) && n.contains(&stem) {
+            // Temporary names are `.hcldtmp-<random>-<final name>`.
+            let final_name = n
+                .strip_prefix(TMP_PREFIX)
+                .and_then(|r| r.split_once('-'))
+                .map(|(_, f)| f);
+            if final_name.is_some_and(|f| f.starts_with(&prefix)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
 }
 
-impl DerivativeName {
-    /// Entities that identify the source (`sub`, `ses`, `acq`, `ce`, `rec`, `run`), for lock keys.
-    fn entity_pairs(&self) -> impl Iterator<Item = (Entity, &str)> {
-        [
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
-        ]
-        .into_iter()
-        .filter_map(|e| self.entity(e).map(|v| (e, v)))
-    }
-}
-
-/// The part of a file name shared by all outputs of one source (`sub-01_ses-1`).
-fn name_stem(path: &Path) -> Option<String> {
-    let n = path.file_name()?.to_str()?;
-    Some(
-        n.split('_')
-            .take_while(|p| p.starts_with("sub-") || p.starts_with("ses-"))
-            .collect::<Vec<_>>()
-            .join("_"),
-    )
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes `dest` through a hidden temporary file in the same folder (so the rename is atomic),
-/// synced before the rename; the temporary is removed if writing fails.
+/// synced before the rename; the temporary is removed if writing fails. Temporary names are random
+/// (`.hcldtmp-<random>-<final name>`): parallel containers all run as PID 1, so a PID is no key.
 fn write_atomic(
     dest: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
@@ -401,22 +413,18 @@ fn write_atomic(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     // The temporary keeps the final name as its tail, so writers that pick the format from the
-    // extension (`.nii.gz`) see the right one.
-    let tmp = dir.join(format!(
-        "{TMP_PREFIX}{}-{n}-{file_name}",
-        std::process::id()
-    ));
-    struct Cleanup<'a>(&'a Path, bool);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            if !self.1 {
-                let _ = std::fs::remove_file(self.0);
-            }
-        }
-    }
-    let mut guard = Cleanup(&tmp, false);
+    // extension (`.nii.gz`) see the right one. The random part has no `-`, so the tail is
+    // recoverable.
+    let tmp = temp_builder()
+        .rand_bytes(10)
+        .suffix(&format!("-{file_name}"))
+        .tempfile_in(dir)
+        .map_err(|e| DerivativesError::CannotCreate {
+            path: dir.to_path_buf(),
+            source: e,
+        })?
+        .into_temp_path();
     let werr = |reason: String| DerivativesError::Write {
         path: dest.to_path_buf(),
         reason,
@@ -425,9 +433,21 @@ fn write_atomic(
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| werr(e.to_string()))?;
-    std::fs::rename(&tmp, dest).map_err(|e| werr(e.to_string()))?;
-    guard.1 = true;
+    tmp.persist(dest).map_err(|e| werr(e.error.to_string()))?;
     Ok(())
+}
+
+/// Temporary files in OUTPUT_DIR: hidden prefix, and created with mode 0666 less the umask like any
+/// other file (tempfile's default, 0600, would make shared outputs unreadable to the group).
+fn temp_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(TMP_PREFIX);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b
 }
 
 fn pretty(v: &Value) -> String {

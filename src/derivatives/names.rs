@@ -7,31 +7,31 @@ use crate::bids::{BidsFile, Entity, is_label};
 
 use super::DerivativesError;
 
-/// Entities carried from a source T1w to its derivatives (niworkflows keeps these and drops
-/// nothing else relevant to anatomical files).
-const INHERITED: [Entity; 6] = [
+/// Entities carried from a source T1w to its derivatives: every entity BIDS allows on an anatomical
+/// image (`anat.yaml`), so two different inputs (echoes, magnitude/phase parts, runs) never map to
+/// one output name.
+const INHERITED: [Entity; 10] = [
     Entity::Subject,
     Entity::Session,
+    Entity::Task,
     Entity::Acquisition,
     Entity::Ceagent,
     Entity::Reconstruction,
     Entity::Run,
+    Entity::Echo,
+    Entity::Part,
+    Entity::Chunk,
 ];
 
 /// The pattern table: for each suffix we write, its datatype folder, allowed extensions and the
-/// entities allowed in its name (all in specification order; `sub` is always required).
+/// entities allowed in its name besides the inherited ones (`sub` is always required). Names are
+/// assembled in specification order.
 const PATTERNS: [(&str, &str, &[&str], &[Entity]); 5] = [
     (
         "T1w",
         "anat",
         &[".nii.gz", ".json"],
         &[
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
             Entity::Space,
             Entity::Cohort,
             Entity::Resolution,
@@ -43,12 +43,6 @@ const PATTERNS: [(&str, &str, &[&str], &[Entity]); 5] = [
         "anat",
         &[".nii.gz", ".json"],
         &[
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
             Entity::Space,
             Entity::Cohort,
             Entity::Resolution,
@@ -61,12 +55,6 @@ const PATTERNS: [(&str, &str, &[&str], &[Entity]); 5] = [
         "anat",
         &[".nii.gz", ".json", ".tsv"],
         &[
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
             Entity::Space,
             Entity::Cohort,
             Entity::Resolution,
@@ -78,12 +66,6 @@ const PATTERNS: [(&str, &str, &[&str], &[Entity]); 5] = [
         "anat",
         &[".nii.gz", ".json"],
         &[
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
             Entity::Space,
             Entity::Cohort,
             Entity::Resolution,
@@ -95,17 +77,7 @@ const PATTERNS: [(&str, &str, &[&str], &[Entity]); 5] = [
         "xfm",
         "anat",
         &[".txt", ".h5", ".json"],
-        &[
-            Entity::Subject,
-            Entity::Session,
-            Entity::Acquisition,
-            Entity::Ceagent,
-            Entity::Reconstruction,
-            Entity::Run,
-            Entity::From,
-            Entity::To,
-            Entity::Mode,
-        ],
+        &[Entity::From, Entity::To, Entity::Mode],
     ),
 ];
 
@@ -118,8 +90,9 @@ pub struct DerivativeName {
 }
 
 impl DerivativeName {
-    /// Starts a name from a source file: its inherited entities (subject, session, acquisition,
-    /// contrast agent, reconstruction, run), with the given suffix and extension.
+    /// Starts a name from a source file: its inherited entities (subject, session, task,
+    /// acquisition, contrast agent, reconstruction, run, echo, part, chunk), with the given suffix
+    /// and extension.
     pub fn from_source(source: &BidsFile, suffix: &str, extension: &str) -> DerivativeName {
         let entities = source
             .entities()
@@ -187,7 +160,7 @@ impl DerivativeName {
             .entity(Entity::Subject)
             .ok_or_else(|| fail("no subject".into()))?;
         for (e, v) in &self.entities {
-            if !allowed.contains(e) {
+            if !allowed.contains(e) && !INHERITED.contains(e) {
                 return Err(fail(format!(
                     "entity '{e}' not allowed for suffix {}",
                     self.suffix
@@ -242,7 +215,7 @@ mod tests {
                 "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
             ),
             (
-                "with session, acq, run; task dropped",
+                "with session, acq, run, space, res",
                 DerivativeName::from_source(
                     &src("sub-02/ses-1/anat/sub-02_ses-1_acq-mprage_run-2_T1w.nii.gz"),
                     "T1w",
@@ -252,6 +225,16 @@ mod tests {
                 .with(Entity::Resolution, "2")
                 .with(Entity::Space, "MNI152NLin2009aSym"),
                 "sub-02/ses-1/anat/sub-02_ses-1_acq-mprage_run-2_space-MNI152NLin2009aSym_res-2_desc-preproc_T1w.nii.gz",
+            ),
+            (
+                "multi-echo, magnitude part",
+                DerivativeName::from_source(
+                    &src("sub-04/anat/sub-04_run-1_echo-2_part-mag_T1w.nii.gz"),
+                    "T1w",
+                    ".nii.gz",
+                )
+                .with(Entity::Description, "preproc"),
+                "sub-04/anat/sub-04_run-1_echo-2_part-mag_desc-preproc_T1w.nii.gz",
             ),
             (
                 "mask",
@@ -292,5 +275,19 @@ mod tests {
         let other =
             DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "bold", ".nii.gz");
         assert!(other.rel_path().is_err());
+    }
+}
+
+impl DerivativeName {
+    /// The inherited (source-identifying) entities joined as in a file name (`sub-01_ses-1_run-2`):
+    /// every output of one source starts with this followed by `_`.
+    pub fn source_key(&self) -> String {
+        let parts: Vec<String> = self
+            .entities
+            .iter()
+            .filter(|(e, _)| INHERITED.contains(e))
+            .map(|(e, v)| format!("{}-{v}", e.key()))
+            .collect();
+        parts.join("_")
     }
 }

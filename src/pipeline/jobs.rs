@@ -15,6 +15,9 @@ pub struct Job {
     pub source: BidsFile,
     /// Its absolute path.
     pub path: PathBuf,
+    /// Another selected input that maps to the same output name (this job then fails instead of
+    /// overwriting it).
+    pub duplicate_of: Option<String>,
 }
 
 impl Job {
@@ -35,7 +38,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
     let root = layout.root().display();
     let subjects = layout.subjects();
     if subjects.is_empty() {
-        return Err(PipelineError::NothingSelected(format!(
+        return Err(PipelineError::Invalid(format!(
             "{root}: no sub-* folders; is BIDS_DIR the root of a BIDS dataset?"
         )));
     }
@@ -105,7 +108,16 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             Filter::OneOf(settings.sessions.clone()),
         );
     }
-    let files = layout.get(&query);
+    let (files, malformed): (Vec<_>, Vec<_>) = layout
+        .get(&query)
+        .into_iter()
+        .partition(|f| f.is_valid_name());
+    for f in malformed {
+        tracing::warn!(
+            "{}: not a valid BIDS file name (entities are key-value with letters and digits only); skipped, rename it to use it",
+            layout.path_of(f).display()
+        );
+    }
     if files.is_empty() {
         return Err(PipelineError::NothingSelected(format!(
             "{root}: no T1w image matches the selection ({}); check the labels and --bids-filter-file",
@@ -126,13 +138,25 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             tracing::warn!("sub-{s}: no T1w image matches the selection; skipped");
         }
     }
-    Ok(files
-        .into_iter()
-        .map(|f| Job {
+    let mut owners: std::collections::HashMap<PathBuf, String> = std::collections::HashMap::new();
+    let mut jobs = Vec::with_capacity(files.len());
+    for f in files {
+        let mut job = Job {
             path: layout.path_of(f),
             source: f.clone(),
-        })
-        .collect())
+            duplicate_of: None,
+        };
+        if let Ok(out) = super::preproc_name(&job).rel_path() {
+            match owners.get(&out) {
+                Some(first) => job.duplicate_of = Some(first.clone()),
+                None => {
+                    owners.insert(out, f.rel_path().to_string());
+                }
+            }
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
 }
 
 fn preview(labels: &[String], prefix: &str) -> String {

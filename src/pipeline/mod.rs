@@ -32,6 +32,9 @@ pub enum PipelineError {
     /// Labels or filters selected nothing.
     #[error("{0}")]
     NothingSelected(String),
+    /// The input is not a usable BIDS dataset (found after indexing).
+    #[error("{0}")]
+    Invalid(String),
     /// OUTPUT_DIR could not be prepared.
     #[error(transparent)]
     Output(#[from] DerivativesError),
@@ -46,9 +49,9 @@ impl PipelineError {
         match self {
             PipelineError::Input(BidsError::NoDataset { .. }) => ExitStatus::NoInput,
             PipelineError::Input(e) if e.is_io() => ExitStatus::IoError,
-            PipelineError::Input(BidsError::Derivatives { .. }) => ExitStatus::NoInput,
             PipelineError::Input(_) => ExitStatus::InvalidInput,
             PipelineError::NothingSelected(_) => ExitStatus::NothingSelected,
+            PipelineError::Invalid(_) => ExitStatus::InvalidInput,
             PipelineError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
             PipelineError::Output(_) => ExitStatus::CannotCreate,
             PipelineError::Threads(_) => ExitStatus::IoError,
@@ -96,28 +99,22 @@ impl RunSummary {
         })
     }
 
-    /// 0 when nothing failed; 1 when some jobs failed and others completed; the failure's own code
-    /// (65 bad data, 74 I/O, ...) when every job failed or the run stopped at the first failure.
+    /// 0 when nothing failed; 1 when any job failed (the BIDS-App rule: the others completed or
+    /// were tried); under `--stop-on-first-crash`, the failure's own code (65 bad data, 74 I/O, ...).
     pub fn exit_status(&self) -> ExitStatus {
-        let mut failures = self.failures();
-        let Some((_, first)) = failures.next() else {
-            return ExitStatus::Success;
-        };
-        let completed = self
-            .reports
-            .iter()
-            .any(|r| matches!(r.outcome, Outcome::Written(_) | Outcome::UpToDate(_)));
-        if self.stop_on_first_crash || !completed {
-            first.exit_status()
-        } else {
-            ExitStatus::SomeFailed
+        match self.failures().next() {
+            None => ExitStatus::Success,
+            Some((_, first)) if self.stop_on_first_crash => first.exit_status(),
+            Some(_) => ExitStatus::SomeFailed,
         }
     }
 }
 
-/// Opens OUTPUT_DIR as hcld's derivatives dataset and returns it with the path of this run's log
-/// file (`logs/hcld_<level>_<UTC time>_<pid>.log`).
-pub fn prepare_output(settings: &Settings) -> Result<(DerivativesDataset, PathBuf), PipelineError> {
+/// Opens OUTPUT_DIR as hcld's derivatives dataset, creates the work directory, and creates this
+/// run's log file (`logs/hcld_<level>_<UTC time>_<random>.log`).
+pub fn prepare_output(
+    settings: &Settings,
+) -> Result<(DerivativesDataset, PathBuf, std::fs::File), PipelineError> {
     let name = crate::bids::DatasetDescription::read(&settings.bids_dir)
         .map(|d| d.name)
         .unwrap_or_default();
@@ -130,19 +127,12 @@ pub fn prepare_output(settings: &Settings) -> Result<(DerivativesDataset, PathBu
         path: settings.work_dir.clone(),
         source: e,
     })?;
-    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .chars()
-        .filter(|c| !matches!(c, '-' | ':'))
-        .collect();
     let level = match settings.level {
         AnalysisLevel::Participant => "participant",
         AnalysisLevel::Group => "group",
     };
-    let log = out
-        .logs_dir()
-        .join(format!("hcld_{level}_{stamp}_{}.log", std::process::id()));
-    Ok((out, log))
+    let (log_path, log_file) = out.create_log(level)?;
+    Ok((out, log_path, log_file))
 }
 
 /// Runs the analysis level in `settings`, writing into `out`.
@@ -153,7 +143,12 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
         strict: !settings.skip_validation,
     };
     let started = std::time::Instant::now();
-    let layout = Layout::index(&settings.bids_dir, &options)?;
+    // Indexing walks subject folders in parallel: keep it within --nprocs too.
+    let index_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.nprocs)
+        .build()
+        .map_err(|e| PipelineError::Threads(e.to_string()))?;
+    let layout = index_pool.install(|| Layout::index(&settings.bids_dir, &options))?;
     tracing::info!(
         "indexed {} ({} files, {} subjects, {} derivative datasets) in {:.2} s",
         settings.bids_dir.display(),
@@ -171,7 +166,7 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
             participant::preprocess(job, &layout, settings, out)
         }),
         AnalysisLevel::Group => run_jobs(settings, &jobs, "check", |job| {
-            participant::check_current(job, settings, out)
+            participant::check_current(job, &layout, settings, out)
         }),
     }
 }
@@ -205,9 +200,19 @@ where
                 if stop.load(Ordering::SeqCst) {
                     return Outcome::NotRun;
                 }
-                let outcome = match work(job) {
-                    Ok(o) => o,
-                    Err(e) => Outcome::Failed(e),
+                // A bug must cost one subject, not the run: a panic becomes that job's failure.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)));
+                let outcome = match result {
+                    Ok(Ok(o)) => o,
+                    Ok(Err(e)) => Outcome::Failed(e),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Outcome::Failed(JobError::Internal(job.path.clone(), what))
+                    }
                 };
                 match &outcome {
                     Outcome::Written(p) => tracing::info!("{}: wrote {}", job.label(), list(p)),

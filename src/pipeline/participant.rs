@@ -37,6 +37,19 @@ pub enum JobError {
     /// Outputs could not be written.
     #[error(transparent)]
     Output(#[from] DerivativesError),
+    /// Two selected inputs would write the same output.
+    #[error(
+        "{path}: would write the same outputs as {other}; keep one of them (or tell them apart with a run- or acq- entity)"
+    )]
+    DuplicateOutput {
+        /// This input.
+        path: PathBuf,
+        /// The input that keeps the outputs.
+        other: String,
+    },
+    /// A bug in hcld (a panic), contained to this job.
+    #[error("{0}: internal error in hcld ({1}); please report it with the log file")]
+    Internal(PathBuf, String),
     /// The group level found no current participant output.
     #[error(
         "{0}: no current preprocessed output; run the participant level for this subject first"
@@ -55,7 +68,8 @@ impl JobError {
             JobError::Metadata(_) => ExitStatus::DataError,
             JobError::Output(DerivativesError::CannotCreate { .. }) => ExitStatus::CannotCreate,
             JobError::Output(_) => ExitStatus::IoError,
-            JobError::MissingOutput(_) => ExitStatus::SomeFailed,
+            JobError::DuplicateOutput { .. } => ExitStatus::DataError,
+            JobError::MissingOutput(_) | JobError::Internal(..) => ExitStatus::SomeFailed,
         }
     }
 }
@@ -66,7 +80,11 @@ pub fn preproc_name(job: &Job) -> DerivativeName {
 }
 
 /// Everything that determines the output: input bytes, parameters, hcld version.
-fn fingerprint(job: &Job, settings: &Settings) -> Result<(String, Value), JobError> {
+fn fingerprint(
+    job: &Job,
+    settings: &Settings,
+    metadata: &serde_json::Map<String, Value>,
+) -> Result<(String, Value), JobError> {
     let mut file = std::fs::File::open(&job.path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound && job.source.is_dangling() {
             VolumeError::DanglingSymlink {
@@ -103,6 +121,8 @@ fn fingerprint(job: &Job, settings: &Settings) -> Result<(String, Value), JobErr
     let mut all = Sha256::new();
     all.update(input_sha.as_bytes());
     all.update(params.to_string().as_bytes());
+    // Sidecar metadata decides output content too (SkullStripped today, more later).
+    all.update(Value::Object(metadata.clone()).to_string().as_bytes());
     all.update(crate::VERSION.as_bytes());
     Ok((
         format!("sha256:{:x}", all.finalize()),
@@ -133,13 +153,19 @@ pub fn preprocess(
     let name = preproc_name(job);
     let image_path = out.path(&name)?;
     let json_path = out.path(&name.with_extension(".json"))?;
+    if let Some(other) = &job.duplicate_of {
+        return Err(JobError::DuplicateOutput {
+            path: job.path.clone(),
+            other: other.clone(),
+        });
+    }
     let _lock = out.lock(&name)?;
     out.remove_stale_temporaries(&name);
-    let (fp, input_info) = fingerprint(job, settings)?;
+    let metadata = layout.metadata(&job.source)?;
+    let (fp, input_info) = fingerprint(job, settings, &metadata)?;
     if !settings.force && is_current(out, &name, &fp) {
         return Ok(Outcome::UpToDate(vec![image_path, json_path]));
     }
-    let metadata = layout.metadata(&job.source)?;
     let (volume, header) = read_nifti(&job.path)?;
     let input_orientation: String = axcodes(volume.affine()).iter().collect();
     let canonical = to_closest_canonical(&volume);
@@ -218,11 +244,13 @@ pub fn preprocess(
 /// is current for this input and these parameters.
 pub fn check_current(
     job: &Job,
+    layout: &Layout,
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<Outcome, JobError> {
     let name = preproc_name(job);
-    let (fp, _) = fingerprint(job, settings)?;
+    let metadata = layout.metadata(&job.source)?;
+    let (fp, _) = fingerprint(job, settings, &metadata)?;
     let path = out.path(&name)?;
     if is_current(out, &name, &fp) {
         Ok(Outcome::UpToDate(vec![path]))

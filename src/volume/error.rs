@@ -74,7 +74,9 @@ pub enum VolumeError {
         reason: String,
     },
     /// An operating-system error while reading.
-    #[error("{path}: cannot read: {source}")]
+    #[error(
+        "{path}: cannot read: {source}; check that the file exists and is readable by this user"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -82,7 +84,7 @@ pub enum VolumeError {
         source: std::io::Error,
     },
     /// An operating-system or encoder error while writing.
-    #[error("{path}: cannot write: {reason}")]
+    #[error("{path}: cannot write: {reason}; check permissions and free disk space")]
     Write {
         /// The file.
         path: PathBuf,

@@ -28,10 +28,13 @@ impl Volume {
     /// Builds a volume, checking that `data` has `dims[0] * dims[1] * dims[2]` values and that the
     /// affine is finite and invertible.
     pub fn new(dims: [usize; 3], affine: Matrix4<f64>, data: Vec<f32>) -> Result<Self, String> {
-        let n = dims.iter().product::<usize>();
         if dims.contains(&0) {
             return Err(format!("dimensions {dims:?} contain a zero"));
         }
+        let n = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
         if data.len() != n {
             return Err(format!(
                 "{} voxel values for dimensions {dims:?} ({n} expected)",

@@ -25,8 +25,12 @@ use serde::Serialize;
 
 use super::{Volume, VolumeError};
 
-/// Largest image we accept, in voxels (2^31: an 8 GiB `f32` volume). T1w scans are < 2^26.
-const MAX_VOXELS: u64 = 1 << 31;
+/// Largest image we accept, in voxels (2^28: 1 GiB as `f32`, a 0.5 mm 512³ volume fits). T1w
+/// scans are < 2^25. This bounds what a lying header on a small `.nii.gz` can make us allocate.
+const MAX_VOXELS: u64 = 1 << 28;
+
+/// Largest dimension NIfTI-1 can store (dims are signed 16-bit).
+const MAX_NIFTI1_DIM: usize = i16::MAX as usize;
 
 /// Header facts kept after reading, for provenance and sanity checks.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,7 +163,11 @@ impl RawType {
             1536 => {
                 return Err("datatype 1536 (float128) is not supported; convert to float32".into());
             }
-            other => return Err(format!("unknown datatype code {other}")),
+            other => {
+                return Err(format!(
+                    "unknown datatype code {other}: the header is damaged; re-export the image (e.g. dcm2niix)"
+                ));
+            }
         })
     }
 
@@ -242,8 +250,14 @@ impl RawHeader {
             ));
         }
         let magic = &b[4..12];
-        if magic != b"n+2\0\r\n\x1a\n" && magic != b"ni2\0\r\n\x1a\n" {
-            return Err("NIfTI-2 magic string is missing or damaged".into());
+        if magic == b"ni2\0\r\n\x1a\n" {
+            return Err(
+                "this is the header of a NIfTI-2 .hdr/.img pair; BIDS needs single-file .nii[.gz]"
+                    .into(),
+            );
+        }
+        if magic != b"n+2\0\r\n\x1a\n" {
+            return Err("NIfTI-2 magic string is missing or damaged; re-export the image".into());
         }
         let rd = |o: usize, n: usize| -> [u8; 8] {
             let mut a = [0u8; 8];
@@ -289,7 +303,9 @@ impl RawHeader {
 
     /// The voxel-to-world affine, chosen as the NIfTI standard orders the methods.
     fn affine(&self) -> (Matrix4<f64>, &'static str) {
-        if self.sform_code > 0 {
+        // As nibabel: only the defined codes 1..=5 mark a usable transform.
+        let valid = |code: i32| (1..=5).contains(&code);
+        if valid(self.sform_code) {
             let s = &self.srow;
             #[rustfmt::skip]
             let m = Matrix4::new(
@@ -299,7 +315,7 @@ impl RawHeader {
                 0.0, 0.0, 0.0, 1.0,
             );
             (m, "sform")
-        } else if self.qform_code > 0 {
+        } else if valid(self.qform_code) {
             (self.qform_affine(), "qform")
         } else {
             (self.pixdim_affine(), "pixdim")
@@ -608,7 +624,9 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
     if !(1..=7).contains(&ndim) {
         return Err(VolumeError::BadHeader {
             path: p(),
-            reason: format!("dim[0] = {ndim}, must be 1..7"),
+            reason: format!(
+                "dim[0] = {ndim} (must be 1..7): the header is damaged; re-export the image (e.g. dcm2niix)"
+            ),
         });
     }
     let ndim = ndim as usize;
@@ -619,6 +637,21 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
             reason: format!("a dimension is {bad} (dims {shape:?}); every dimension must be ≥ 1"),
         });
     }
+    // Checked products: NIfTI-2 dims are 64-bit, and a wrapped product must not pass as small.
+    let total = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let total = match total {
+        Some(t) if t <= MAX_VOXELS => t,
+        _ => {
+            return Err(VolumeError::BadHeader {
+                path: p(),
+                reason: format!(
+                    "dims {shape:?} describe more than {MAX_VOXELS} voxels, implausible for a T1w; the header is damaged"
+                ),
+            });
+        }
+    };
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     if ndim < 3 {
         return Err(VolumeError::NotThreeD {
@@ -635,13 +668,7 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
             ),
         });
     }
-    let total: u64 = shape[..3].iter().map(|&d| d as u64).product();
-    if total > MAX_VOXELS {
-        return Err(VolumeError::BadHeader {
-            path: p(),
-            reason: format!("dims {shape:?} describe {total} voxels, implausibly large for a T1w"),
-        });
-    }
+    debug_assert!(total <= MAX_VOXELS);
     Ok(([shape[0], shape[1], shape[2]], shape))
 }
 
@@ -735,6 +762,12 @@ pub fn write_nifti(
         return Err(werr("output names must end in .nii.gz".into()));
     }
     let [nx, ny, nz] = volume.dims();
+    if volume.dims().iter().any(|&d| d > MAX_NIFTI1_DIM) {
+        return Err(werr(format!(
+            "dimensions {:?} exceed NIfTI-1's limit of {MAX_NIFTI1_DIM} voxels per axis",
+            volume.dims()
+        )));
+    }
     let mut header = NiftiHeader::default();
     let vs = volume.voxel_sizes();
     header.pixdim = [

@@ -75,6 +75,21 @@ fn usage_errors_have_their_exit_codes() {
         ),
         (args![ex, ex, "participant"], 64, "OUTPUT_DIR is BIDS_DIR"),
         (
+            args![ex, ex.join("derivatives"), "participant"],
+            64,
+            "OUTPUT_DIR lies inside BIDS_DIR",
+        ),
+        (
+            args![ex, ex.join("new/../sub-99"), "participant"],
+            64,
+            "OUTPUT_DIR lies inside BIDS_DIR",
+        ),
+        (
+            args![ex, out, "participant", "-w", ex.join("work")],
+            64,
+            "work directory lies inside BIDS_DIR",
+        ),
+        (
             args![ex, out, "participant", "--nprocs", "0"],
             64,
             "--nprocs",

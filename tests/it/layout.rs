@@ -250,3 +250,16 @@ fn symlink_trees_are_followed_and_dangling_links_recorded() {
         layout.warnings()
     );
 }
+
+#[test]
+fn participants_and_sessions_tables() {
+    let layout = index(&example());
+    let p = layout.participants().unwrap();
+    assert_eq!(p.keys().collect::<Vec<_>>(), ["sub-01", "sub-02", "sub-03"]);
+    assert_eq!(p.get("sub-03", "site"), Some("IU"));
+    assert_eq!(p.get("sub-02", "age"), None, "n/a is a missing value");
+    let s = layout.sessions_table("03").unwrap().unwrap();
+    assert_eq!(s.keys().collect::<Vec<_>>(), ["ses-1", "ses-2"]);
+    assert_eq!(s.get("ses-2", "prescan_normalize"), Some("true"));
+    assert!(layout.sessions_table("01").unwrap().is_none());
+}

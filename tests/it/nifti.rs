@@ -237,3 +237,89 @@ fn broken_files_give_errors_not_panics() {
         "{e}"
     );
 }
+
+/// nibabel reads hcld's outputs with the same affine (from both qform and sform), codes, dtype and
+/// values. Needs a Python with nibabel in `HCLD_NIBABEL_PYTHON`; skipped without it unless
+/// `HCLD_REQUIRE_NIBABEL=1` (set by `.ci/run`).
+#[test]
+fn written_files_read_back_identically_in_nibabel() {
+    let Some(python) = std::env::var_os("HCLD_NIBABEL_PYTHON") else {
+        assert!(
+            std::env::var("HCLD_REQUIRE_NIBABEL").as_deref() != Ok("1"),
+            "HCLD_REQUIRE_NIBABEL=1 but HCLD_NIBABEL_PYTHON is not set"
+        );
+        eprintln!("SKIPPED: set HCLD_NIBABEL_PYTHON to a python with nibabel");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    for (i, (file, dtype, code, sform_code)) in [
+        (
+            "t1w/philips-intera3T_ixi-hh_IXI012-HH-1211_t1w2mm.nii.gz",
+            OutputDtype::Float32,
+            XformCode::ScannerAnat,
+            1,
+        ),
+        (
+            "nifti-variants/orient-ASL.nii.gz",
+            OutputDtype::Uint8,
+            XformCode::Mni152,
+            4,
+        ),
+        (
+            "nifti-variants/qform-only-qfac-neg.nii.gz",
+            OutputDtype::Int16,
+            XformCode::AlignedAnat,
+            2,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (vol, _) = read_nifti(&data().join(file)).unwrap();
+        let vol = to_closest_canonical(&vol);
+        let out = dir.path().join(format!("out{i}.nii.gz"));
+        write_nifti(&out, &vol, dtype, code, "nibabel check").unwrap();
+        let (back, _) = read_nifti(&out).unwrap();
+        let affine: Vec<Vec<f64>> = (0..4)
+            .map(|r| (0..4).map(|c| vol.affine()[(r, c)]).collect())
+            .collect();
+        expected.push(serde_json::json!({
+            "path": out,
+            "affine": affine,
+            "code": sform_code,
+            "dtype": match dtype { OutputDtype::Float32 => "float32", OutputDtype::Uint8 => "uint8", OutputDtype::Int16 => "int16" },
+            "sum": sum(&back),
+            "shape": vol.dims(),
+        }));
+    }
+    let spec = dir.path().join("expected.json");
+    std::fs::write(&spec, serde_json::to_string(&expected).unwrap()).unwrap();
+    let script = r#"
+import json, sys
+import nibabel as nib, numpy as np
+for e in json.load(open(sys.argv[1])):
+    img = nib.load(e["path"])
+    want = np.array(e["affine"])
+    assert list(img.shape) == e["shape"], (e["path"], img.shape)
+    assert str(img.get_data_dtype()) == e["dtype"], img.get_data_dtype()
+    assert int(img.header["sform_code"]) == e["code"] and int(img.header["qform_code"]) == e["code"]
+    for name, aff in [("affine", img.affine), ("sform", img.get_sform()), ("qform", img.get_qform())]:
+        assert np.allclose(aff, want, atol=1e-4), (e["path"], name, aff, want)
+    s = float(np.sum(img.get_fdata(dtype=np.float64)))
+    assert abs(s - e["sum"]) <= 1e-6 * max(1.0, abs(s)), (s, e["sum"])
+print("nibabel agrees on", len(json.load(open(sys.argv[1]))), "files")
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nibabel disagrees: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -149,27 +149,41 @@ fn example_dataset_end_to_end() {
 }
 
 #[test]
-fn empty_placeholders_fail_with_exit_65() {
+fn empty_placeholders_fail_per_subject() {
     let bids = bids_example("ds003");
     let before = tree_state(&bids);
     let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
     let (code, stderr) = run(args![
         bids,
-        d.path().join("out"),
+        out,
         "participant",
         "--participant-label",
         "01",
         "02"
     ]);
-    assert_eq!(code, 65, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("sub-01_T1w.nii.gz: file is empty (0 bytes)"),
         "{stderr}"
     );
-    assert!(stderr.contains("2 of 2 failed"), "{stderr}");
+    assert!(
+        stderr.contains("2 of 2 failed (exit 1); none completed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"));
+    // --stop-on-first-crash reports the failure's own code: bad data.
+    let (code, stderr) = run(args![
+        bids,
+        out,
+        "participant",
+        "--participant-label",
+        "01",
+        "--stop-on-first-crash"
+    ]);
+    assert_eq!(code, 65, "{stderr}");
     assert_eq!(tree_state(&bids), before);
-    assert!(derivative_files(&d.path().join("out")).is_empty());
+    assert!(derivative_files(&out).is_empty());
 }
 
 /// A writable copy of the example dataset with one file replaced.
@@ -281,7 +295,7 @@ fn dangling_symlink_names_datalad_get() {
         "--participant-label",
         "01"
     ]);
-    assert_eq!(code, 65, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("annexed content not present") && stderr.contains("datalad get"),
         "{stderr}"
@@ -357,5 +371,44 @@ fn output_under_bids_derivatives_is_not_read_back_as_input() {
         .filter(|(p, _)| outside(p))
         .collect();
     assert_eq!(before, after);
+    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+}
+
+#[test]
+fn inputs_that_would_share_an_output_and_malformed_names() {
+    let d = tempfile::tempdir().unwrap();
+    let bids = d.path().join("bids");
+    copy_tree(&example(), &bids);
+    // The same image as .nii next to .nii.gz would both become sub-01_desc-preproc_T1w.
+    let raw = std::process::Command::new("gzip")
+        .args(["-dc"])
+        .arg(bids.join("sub-01/anat/sub-01_T1w.nii.gz"))
+        .output()
+        .unwrap()
+        .stdout;
+    std::fs::write(bids.join("sub-01/anat/sub-01_T1w.nii"), raw).unwrap();
+    // A name outside the BIDS grammar is skipped with a warning, not guessed at.
+    std::fs::copy(
+        bids.join("sub-02/anat/sub-02_T1w.nii.gz"),
+        bids.join("sub-02/anat/sub-02_acq-MPRAGE-iso_T1w.nii.gz"),
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let (code, stderr) = run(args![bids, out, "participant"]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed: sub-01"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains(
+            "sub-01_T1w.nii.gz: would write the same outputs as sub-01/anat/sub-01_T1w.nii"
+        ),
+        "{line}"
+    );
+    assert!(
+        stderr.contains("sub-02_acq-MPRAGE-iso_T1w.nii.gz: not a valid BIDS file name"),
+        "{stderr}"
+    );
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
 }
