@@ -193,6 +193,20 @@ impl DerivativeName {
     }
 }
 
+impl DerivativeName {
+    /// The inherited (source-identifying) entities joined as in a file name (`sub-01_ses-1_run-2`):
+    /// every output of one source starts with this followed by `_`.
+    pub fn source_key(&self) -> String {
+        let parts: Vec<String> = self
+            .entities
+            .iter()
+            .filter(|(e, _)| INHERITED.contains(e))
+            .map(|(e, v)| format!("{}-{v}", e.key()))
+            .collect();
+        parts.join("_")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,19 +289,5 @@ mod tests {
         let other =
             DerivativeName::from_source(&src("sub-01/anat/sub-01_T1w.nii.gz"), "bold", ".nii.gz");
         assert!(other.rel_path().is_err());
-    }
-}
-
-impl DerivativeName {
-    /// The inherited (source-identifying) entities joined as in a file name (`sub-01_ses-1_run-2`):
-    /// every output of one source starts with this followed by `_`.
-    pub fn source_key(&self) -> String {
-        let parts: Vec<String> = self
-            .entities
-            .iter()
-            .filter(|(e, _)| INHERITED.contains(e))
-            .map(|(e, v)| format!("{}-{v}", e.key()))
-            .collect();
-        parts.join("_")
     }
 }
