@@ -518,6 +518,25 @@ mod tests {
     }
 
     #[test]
+    fn stale_temporaries_of_other_sources_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = DerivativesDataset::open(d.path(), &source()).unwrap();
+        let anat = d.path().join("sub-01/anat");
+        std::fs::create_dir_all(&anat).unwrap();
+        let mine = anat.join(".hcldtmp-AbC123xyz0-sub-01_run-1_desc-preproc_T1w.nii.gz");
+        let other_run = anat.join(".hcldtmp-QwE456rty0-sub-01_run-10_desc-preproc_T1w.nii.gz");
+        let unrelated = anat.join("sub-01_run-1_desc-preproc_T1w.json");
+        for p in [&mine, &other_run, &unrelated] {
+            std::fs::write(p, "x").unwrap();
+        }
+        let src = BidsFile::from_rel("sub-01/anat/sub-01_run-1_T1w.nii.gz".into(), false);
+        let name = DerivativeName::from_source(&src, "T1w", ".nii.gz")
+            .with(Entity::Description, "preproc");
+        ds.remove_stale_temporaries(&name);
+        assert!(!mine.exists() && other_run.exists() && unrelated.exists());
+    }
+
+    #[test]
     fn failed_writes_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("x.json");

@@ -323,3 +323,54 @@ print("nibabel agrees on", len(json.load(open(sys.argv[1]))), "files")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A NIfTI-2 header (540 bytes, little-endian) with the given dims, uint8, no transform codes.
+fn nifti2_header(dims: [i64; 3]) -> Vec<u8> {
+    let mut h = vec![0u8; 544];
+    h[0..4].copy_from_slice(&540i32.to_le_bytes());
+    h[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
+    h[12..14].copy_from_slice(&2i16.to_le_bytes()); // uint8
+    h[14..16].copy_from_slice(&8i16.to_le_bytes());
+    h[16..24].copy_from_slice(&3i64.to_le_bytes());
+    for (i, d) in dims.iter().enumerate() {
+        h[24 + 8 * i..32 + 8 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    for i in 0..4 {
+        h[104 + 8 * i..112 + 8 * i].copy_from_slice(&1f64.to_le_bytes());
+    }
+    h[168..176].copy_from_slice(&544i64.to_le_bytes());
+    h
+}
+
+#[test]
+fn hostile_headers_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // Dims whose product wraps to 0 in 64 bits.
+    let p = dir.path().join("wrap.nii");
+    std::fs::write(&p, nifti2_header([1 << 32, 1 << 32, 1])).unwrap();
+    let e = read_nifti(&p).unwrap_err().to_string();
+    assert!(e.contains("wrap.nii") && e.contains("implausible"), "{e}");
+    // A small gzip whose header promises 2^30 voxels.
+    let p = dir.path().join("huge.nii.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &nifti2_header([1024, 1024, 1024])).unwrap();
+    std::fs::write(&p, enc.finish().unwrap()).unwrap();
+    let e = read_nifti(&p).unwrap_err().to_string();
+    assert!(e.contains("implausible"), "{e}");
+    // A sane NIfTI-2 header with too little data is a truncation.
+    let p = dir.path().join("short.nii");
+    let mut bytes = nifti2_header([4, 4, 4]);
+    bytes.extend([7u8; 10]);
+    std::fs::write(&p, bytes).unwrap();
+    let e = read_nifti(&p).unwrap_err().to_string();
+    assert!(e.contains("truncated") && e.contains("64 bytes"), "{e}");
+    // And with all of its data, it reads (pixdim affine, LAS like nibabel).
+    let p = dir.path().join("ok.nii");
+    let mut bytes = nifti2_header([4, 4, 4]);
+    bytes.extend((0..64).map(|v| v as u8));
+    std::fs::write(&p, bytes).unwrap();
+    let (v, h) = read_nifti(&p).unwrap();
+    assert_eq!((h.nifti_version, v.dims()), (2, [4, 4, 4]));
+    assert_eq!(axcodes(v.affine()), ['L', 'A', 'S']);
+    assert_eq!(v.get(1, 2, 3), (1 + 4 * 2 + 16 * 3) as f32);
+}
