@@ -130,17 +130,40 @@ fn fingerprint(
     ))
 }
 
-fn is_current(out: &DerivativesDataset, name: &DerivativeName, fingerprint: &str) -> bool {
-    let Some(sidecar) = out.read_sidecar(name) else {
-        return false;
-    };
+/// What decides a job's output, and whether the output on disk already matches it.
+struct Freshness {
+    metadata: serde_json::Map<String, Value>,
+    fingerprint: String,
+    input_info: Value,
+    current: bool,
+}
+
+/// Reads the source's metadata, fingerprints input, metadata, parameters and version, and compares
+/// with the fingerprint in the output's sidecar (written last, so it implies a complete image).
+fn freshness(
+    job: &Job,
+    name: &DerivativeName,
+    layout: &Layout,
+    settings: &Settings,
+    out: &DerivativesDataset,
+) -> Result<Freshness, JobError> {
+    let metadata = layout.metadata(&job.source)?;
+    let (fingerprint, input_info) = fingerprint(job, settings, &metadata)?;
+    let recorded = out.read_sidecar(name).and_then(|sidecar| {
+        sidecar
+            .get("hcld")?
+            .get("Fingerprint")?
+            .as_str()
+            .map(str::to_string)
+    });
     let image_exists = out.path(name).is_ok_and(|p| p.is_file());
-    image_exists
-        && sidecar
-            .get("hcld")
-            .and_then(|h| h.get("Fingerprint"))
-            .and_then(Value::as_str)
-            == Some(fingerprint)
+    let current = image_exists && recorded.as_deref() == Some(fingerprint.as_str());
+    Ok(Freshness {
+        metadata,
+        fingerprint,
+        input_info,
+        current,
+    })
 }
 
 /// Runs the participant-level steps for one T1w.
@@ -161,9 +184,13 @@ pub fn preprocess(
     }
     let _lock = out.lock(&name)?;
     out.remove_stale_temporaries(&name);
-    let metadata = layout.metadata(&job.source)?;
-    let (fp, input_info) = fingerprint(job, settings, &metadata)?;
-    if !settings.force && is_current(out, &name, &fp) {
+    let Freshness {
+        metadata,
+        fingerprint: fp,
+        input_info,
+        current,
+    } = freshness(job, &name, layout, settings, out)?;
+    if current && !settings.force {
         return Ok(Outcome::UpToDate(vec![image_path, json_path]));
     }
     let (volume, header) = read_nifti(&job.path)?;
@@ -249,10 +276,8 @@ pub fn check_current(
     out: &DerivativesDataset,
 ) -> Result<Outcome, JobError> {
     let name = preproc_name(job);
-    let metadata = layout.metadata(&job.source)?;
-    let (fp, _) = fingerprint(job, settings, &metadata)?;
     let path = out.path(&name)?;
-    if is_current(out, &name, &fp) {
+    if freshness(job, &name, layout, settings, out)?.current {
         Ok(Outcome::UpToDate(vec![path]))
     } else {
         Err(JobError::MissingOutput(path))
