@@ -1,0 +1,1152 @@
+//! A BIDS validator driven by the official BIDS schema.
+//!
+//! The rules come from the embedded schema ([`schema`]): which file names exist (`rules.files`),
+//! which sidecar and `dataset_description.json` fields are required or recommended
+//! (`rules.sidecars`, `rules.dataset_metadata`), which TSV columns (`rules.tabular_data`), and the
+//! dataset checks (`rules.checks`), whose selectors and checks are evaluated with the schema
+//! expression language ([`expr`]). What the schema cannot say is written here: empty files,
+//! unreadable NIfTI headers, JSON that does not parse, sidecars without a data file.
+//! Issue codes are the official validator's.
+//!
+//! ```no_run
+//! let report = bids_validator::validate(std::path::Path::new("/data/bids"), &Default::default()).unwrap();
+//! for issue in report.errors() {
+//!     eprintln!("{} {}: {}", issue.code, issue.location.as_deref().unwrap_or("/"), issue.message);
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub mod expr;
+mod nifti;
+pub mod schema;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use expr::{Context, eval, truthy};
+use schema::{FieldRule, FileRule, Schema};
+
+/// How serious an issue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The dataset is not valid BIDS.
+    Error,
+    /// Valid, but something recommended is missing or odd.
+    Warning,
+    /// Silenced by the configuration.
+    Ignore,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    /// The official validator's code (`NOT_INCLUDED`, `SIDECAR_KEY_REQUIRED`, ...).
+    pub code: String,
+    /// The field or column concerned, when there is one.
+    #[serde(rename = "subCode", skip_serializing_if = "Option::is_none")]
+    pub sub_code: Option<String>,
+    /// Severity after configuration.
+    pub severity: Severity,
+    /// The file, as a path from the dataset root (`/sub-01/anat/sub-01_T1w.nii.gz`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// What is wrong.
+    #[serde(rename = "issueMessage")]
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+/// Which issues to silence or re-level (the format of `.bids-validator-config.json`:
+/// `{"ignore": [{"code": "EMPTY_FILE"}], "warning": [...], "error": [...]}`; a filter may also
+/// give `location`, matched as a prefix of the issue's location).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct Config {
+    /// Issues to silence.
+    #[serde(default)]
+    pub ignore: Vec<IssueFilter>,
+    /// Issues to report as warnings.
+    #[serde(default)]
+    pub warning: Vec<IssueFilter>,
+    /// Issues to report as errors.
+    #[serde(default)]
+    pub error: Vec<IssueFilter>,
+}
+
+/// Selects issues by code and/or location prefix.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct IssueFilter {
+    /// Issue code.
+    pub code: Option<String>,
+    /// Location prefix (`/sub-01/`).
+    pub location: Option<String>,
+}
+
+impl IssueFilter {
+    fn matches(&self, i: &Issue) -> bool {
+        self.code.as_ref().is_none_or(|c| *c == i.code)
+            && self.location.as_ref().is_none_or(|l| {
+                i.location
+                    .as_deref()
+                    .is_some_and(|loc| loc.starts_with(l.as_str()))
+            })
+    }
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn read(path: &Path) -> Result<Config, ValidatorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ValidatorError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| ValidatorError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn apply(&self, issue: &mut Issue) {
+        if self.ignore.iter().any(|f| f.matches(issue)) {
+            issue.severity = Severity::Ignore;
+        } else if self.error.iter().any(|f| f.matches(issue)) {
+            issue.severity = Severity::Error;
+        } else if self.warning.iter().any(|f| f.matches(issue)) {
+            issue.severity = Severity::Warning;
+        }
+    }
+}
+
+/// Validation options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Also validate each dataset under `derivatives/` (like `bids-validator-deno -r`).
+    pub recursive: bool,
+    /// Do not read NIfTI headers.
+    pub ignore_nifti_headers: bool,
+    /// Issue configuration.
+    pub config: Config,
+}
+
+/// Why validation could not run at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidatorError {
+    /// The dataset folder does not exist.
+    #[error("{0}: not a directory; give the root of a BIDS dataset")]
+    NotADirectory(PathBuf),
+    /// The configuration file is unusable.
+    #[error("{path}: invalid validator configuration: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of validating one dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Every issue found (including silenced ones, with severity `ignore`).
+    pub issues: Vec<Issue>,
+    /// Counts and facts.
+    pub summary: Summary,
+    /// Reports of nested derivative datasets (`-r`), keyed by `/derivatives/<name>/`.
+    #[serde(rename = "derivativesSummary", skip_serializing_if = "Vec::is_empty")]
+    pub derivatives: Vec<(String, Report)>,
+}
+
+/// Dataset facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Files validated.
+    #[serde(rename = "totalFiles")]
+    pub total_files: usize,
+    /// Subject labels found.
+    pub subjects: Vec<String>,
+    /// Session labels found.
+    pub sessions: Vec<String>,
+    /// Datatypes found.
+    pub datatypes: Vec<String>,
+    /// True when the dataset is a derivative dataset.
+    #[serde(rename = "dataProcessed")]
+    pub data_processed: bool,
+    /// Schema version used.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: String,
+}
+
+impl Report {
+    /// Issues with severity error, in this dataset and (with `-r`) its derivatives.
+    pub fn errors(&self) -> Vec<&Issue> {
+        self.all()
+            .filter(|i| i.severity == Severity::Error)
+            .collect()
+    }
+
+    /// Issues with severity warning.
+    pub fn warnings(&self) -> Vec<&Issue> {
+        self.all()
+            .filter(|i| i.severity == Severity::Warning)
+            .collect()
+    }
+
+    fn all(&self) -> Box<dyn Iterator<Item = &Issue> + '_> {
+        Box::new(
+            self.issues
+                .iter()
+                .chain(self.derivatives.iter().flat_map(|(_, r)| r.all())),
+        )
+    }
+
+    /// The report as JSON, shaped like `bids-validator-deno --format json`.
+    pub fn to_json(&self) -> Value {
+        let issues: Vec<Value> = self
+            .issues
+            .iter()
+            .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
+            .collect();
+        let mut out = json!({"issues": {"issues": issues}, "summary": self.summary});
+        if !self.derivatives.is_empty() {
+            let d: Map<String, Value> = self
+                .derivatives
+                .iter()
+                .map(|(k, r)| (k.clone(), r.to_json()))
+                .collect();
+            out["derivativesSummary"] = Value::Object(d);
+        }
+        out
+    }
+}
+
+/// One file of the dataset.
+#[derive(Debug, Clone)]
+struct FileEntry {
+    /// `/sub-01/anat/sub-01_T1w.nii.gz`
+    path: String,
+    size: u64,
+    dangling: bool,
+}
+
+/// A file name split into BIDS parts, with entity long names.
+#[derive(Debug, Clone, Default)]
+struct NameParts {
+    entities: Vec<(String, String)>,
+    unknown_entity: bool,
+    suffix: Option<String>,
+    extension: String,
+    stem: String,
+    datatype: Option<String>,
+}
+
+fn name_parts(schema: &Schema, path: &str) -> NameParts {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let (stem, extension) = match name.find('.') {
+        Some(i) => (&name[..i], &name[i..]),
+        None => (name, ""),
+    };
+    let mut parts = NameParts {
+        stem: stem.to_string(),
+        extension: extension.to_string(),
+        ..Default::default()
+    };
+    let pieces: Vec<&str> = stem.split('_').collect();
+    for (i, p) in pieces.iter().enumerate() {
+        match p.split_once('-') {
+            Some((k, v)) => match schema.entity_by_key.get(k) {
+                Some(long) => parts.entities.push((long.clone(), v.to_string())),
+                None => parts.unknown_entity = true,
+            },
+            None if i + 1 == pieces.len() => parts.suffix = Some(p.to_string()),
+            None => parts.unknown_entity = true,
+        }
+    }
+    let dirs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let dt = match dirs.as_slice() {
+        [s, d, _] if s.starts_with("sub-") => Some(*d),
+        [s, ses, d, _] if s.starts_with("sub-") && ses.starts_with("ses-") => Some(*d),
+        _ => None,
+    };
+    parts.datatype = dt
+        .filter(|d| {
+            schema.value()["objects"]["datatypes"]
+                .as_object()
+                .is_some_and(|m| m.contains_key(*d))
+        })
+        .map(str::to_string);
+    parts
+}
+
+/// Everything known about the dataset, shared by every file's context.
+struct DatasetInfo<'a> {
+    schema: &'a Schema,
+    root: PathBuf,
+    files: Vec<FileEntry>,
+    paths: HashSet<String>,
+    /// `dir/stem` of every non-JSON file, to find sidecars without data.
+    data_stems: HashSet<String>,
+    json_by_dir: HashMap<String, Vec<usize>>,
+    dataset: Value,
+    is_derivative: bool,
+}
+
+/// The expression context of one file.
+struct FileContext<'a> {
+    info: &'a DatasetInfo<'a>,
+    entry: &'a FileEntry,
+    values: Map<String, Value>,
+}
+
+impl Context for FileContext<'_> {
+    fn lookup(&self, name: &str) -> Option<&Value> {
+        match name {
+            "schema" => Some(self.info.schema.value()),
+            "dataset" => Some(&self.info.dataset),
+            other => self.values.get(other),
+        }
+    }
+
+    fn exists(&self, paths: &[String], rule: &str) -> usize {
+        let dir = self
+            .entry
+            .path
+            .rsplit_once('/')
+            .map(|(d, _)| d)
+            .unwrap_or("");
+        let subject = self
+            .entry
+            .path
+            .split('/')
+            .nth(1)
+            .filter(|s| s.starts_with("sub-"));
+        paths
+            .iter()
+            .filter(|p| {
+                let full = match rule {
+                    "dataset" => format!("/{}", p.trim_start_matches('/')),
+                    "subject" => match subject {
+                        Some(s) => format!("/{s}/{}", p.trim_start_matches('/')),
+                        None => return false,
+                    },
+                    "stimuli" => format!("/stimuli/{}", p.trim_start_matches('/')),
+                    "file" => format!("{dir}/{p}"),
+                    "bids-uri" => match p.strip_prefix("bids::") {
+                        Some(rest) => format!("/{rest}"),
+                        // URIs into other datasets cannot be checked here: count them as present.
+                        None => return p.starts_with("bids:"),
+                    },
+                    _ => return false,
+                };
+                self.info.paths.contains(&full)
+                    || self.info.root.join(full.trim_start_matches('/')).exists()
+            })
+            .count()
+    }
+}
+
+fn issue(
+    code: &str,
+    severity: Severity,
+    location: Option<&str>,
+    message: String,
+    hint: &str,
+) -> Issue {
+    Issue {
+        code: code.to_string(),
+        sub_code: None,
+        severity,
+        location: location.map(str::to_string),
+        message,
+        hint: hint.to_string(),
+    }
+}
+
+/// Validates the dataset at `root`.
+pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError> {
+    if !root.is_dir() {
+        return Err(ValidatorError::NotADirectory(root.to_path_buf()));
+    }
+    let schema = Schema::embedded();
+    let mut issues = Vec::new();
+    let ignore = bidsignore(root);
+    let files = walk(root, schema, &ignore);
+    let paths: HashSet<String> = files.iter().map(|f| f.path.clone()).collect();
+    let mut json_by_dir: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        if f.path.ends_with(".json") {
+            let dir = f
+                .path
+                .rsplit_once('/')
+                .map(|(d, _)| d.to_string())
+                .unwrap_or_default();
+            json_by_dir.entry(dir).or_default().push(i);
+        }
+    }
+
+    let description_path = root.join("dataset_description.json");
+    let description = match std::fs::read_to_string(&description_path) {
+        Ok(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) | Err(_) => {
+                issues.push(issue(
+                    "JSON_INVALID",
+                    Severity::Error,
+                    Some("/dataset_description.json"),
+                    "Not a valid JSON object.".into(),
+                    "Fix the JSON syntax (e.g. `python -m json.tool dataset_description.json`).",
+                ));
+                Value::Object(Map::new())
+            }
+        },
+        Err(_) => {
+            issues.push(issue(
+                "MISSING_DATASET_DESCRIPTION",
+                Severity::Error,
+                None,
+                "A dataset_description.json file is required in the root of the dataset.".into(),
+                "Add dataset_description.json with at least Name and BIDSVersion.",
+            ));
+            Value::Object(Map::new())
+        }
+    };
+    let is_derivative = description["DatasetType"] == "derivative";
+
+    // Dataset-level context.
+    let mut subjects = BTreeSet::new();
+    let mut sessions = BTreeSet::new();
+    let mut datatypes = BTreeSet::new();
+    for f in &files {
+        let mut dirs = f.path.trim_start_matches('/').split('/');
+        if let (Some(s), Some(_)) = (dirs.next(), f.path.matches('/').nth(1))
+            && s.starts_with("sub-")
+        {
+            subjects.insert(s.to_string());
+        }
+        let p = name_parts(schema, &f.path);
+        if let Some(dt) = p.datatype {
+            datatypes.insert(dt);
+        }
+        if let Some((_, ses)) = p.entities.iter().find(|(e, _)| e == "session") {
+            sessions.insert(ses.clone());
+        }
+    }
+    let modalities: BTreeSet<String> = datatypes
+        .iter()
+        .filter_map(|d| schema.modality_of.get(d).cloned())
+        .collect();
+    let participant_ids = read_tsv(&root.join("participants.tsv"))
+        .ok()
+        .and_then(|cols| cols.get("participant_id").cloned())
+        .unwrap_or(Value::Null);
+    let dataset = json!({
+        "dataset_description": description,
+        "datatypes": datatypes,
+        "modalities": modalities,
+        "subjects": {"sub_dirs": subjects, "participant_id": participant_ids, "phenotype": Value::Null},
+        "tree": {},
+        "ignored": [],
+    });
+    let data_stems = info_stems(&files);
+    let info = DatasetInfo {
+        schema,
+        root: root.to_path_buf(),
+        paths,
+        data_stems,
+        json_by_dir,
+        dataset,
+        is_derivative,
+        files,
+    };
+    let per_file: Vec<Issue> = info
+        .files
+        .par_iter()
+        .flat_map_iter(|entry| validate_file(&info, entry, options))
+        .collect();
+    issues.extend(per_file);
+    for i in &mut issues {
+        options.config.apply(i);
+    }
+    issues.sort_by(|a, b| {
+        (a.location.as_deref(), &a.code, &a.sub_code).cmp(&(
+            b.location.as_deref(),
+            &b.code,
+            &b.sub_code,
+        ))
+    });
+    issues
+        .dedup_by(|a, b| a.location == b.location && a.code == b.code && a.sub_code == b.sub_code);
+
+    let mut derivatives = Vec::new();
+    if options.recursive
+        && let Ok(rd) = std::fs::read_dir(root.join("derivatives"))
+    {
+        let mut dirs: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') || !d.join("dataset_description.json").is_file() {
+                continue;
+            }
+            let rep = validate(&d, options)?;
+            derivatives.push((format!("/derivatives/{name}/"), rep));
+        }
+    }
+    let summary = Summary {
+        total_files: info.files.len(),
+        subjects: subjects
+            .iter()
+            .map(|s| s.trim_start_matches("sub-").to_string())
+            .collect(),
+        sessions: sessions.into_iter().collect(),
+        datatypes: datatypes.into_iter().collect(),
+        data_processed: is_derivative,
+        schema_version: schema.schema_version().to_string(),
+    };
+    Ok(Report {
+        issues,
+        summary,
+        derivatives,
+    })
+}
+
+/// `dir/stem` (the path up to the first dot of the file name) of every non-JSON file.
+fn info_stems(files: &[FileEntry]) -> HashSet<String> {
+    files
+        .iter()
+        .filter(|f| !f.path.ends_with(".json"))
+        .map(|f| stem_key(&f.path))
+        .collect()
+}
+
+fn stem_key(path: &str) -> String {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    format!("{dir}/{}", name.split('.').next().unwrap_or(name))
+}
+
+fn bidsignore(root: &Path) -> Gitignore {
+    let mut b = GitignoreBuilder::new(root);
+    let p = root.join(".bidsignore");
+    if p.is_file() {
+        let _ = b.add(&p);
+    }
+    b.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+fn walk(root: &Path, schema: &Schema, ignore: &Gitignore) -> Vec<FileEntry> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            let name = e.file_name().to_string_lossy();
+            if name.starts_with('.') {
+                return false;
+            }
+            if e.depth() == 1
+                && e.file_type().is_dir()
+                && schema.opaque_dirs.iter().any(|d| *d == name)
+            {
+                return false;
+            }
+            !ignore.matched(e.path(), e.file_type().is_dir()).is_ignore()
+        });
+    for entry in walker {
+        let (path, size, dangling) = match entry {
+            Ok(e) if e.file_type().is_dir() => continue,
+            Ok(e) => {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                (e.path().to_path_buf(), size, false)
+            }
+            Err(err) => {
+                let Some(p) = err.path() else { continue };
+                let is_link =
+                    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+                let hidden = p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if !is_link || p.exists() || hidden || ignore.matched(p, false).is_ignore() {
+                    continue;
+                }
+                (p.to_path_buf(), 0, true)
+            }
+        };
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let rel = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
+        out.push(FileEntry {
+            path: rel,
+            size,
+            dangling,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Reads a TSV into column name → array of values (strings).
+fn read_tsv(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(text).map_err(|_| "not UTF-8 text".to_string())?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .ok_or("empty file")?
+        .split('\t')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let mut cols: Vec<Vec<Value>> = vec![Vec::new(); header.len()];
+    for (n, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('\t').collect();
+        if cells.len() != header.len() {
+            return Err(format!(
+                "line {} has {} cells, the header has {}",
+                n + 2,
+                cells.len(),
+                header.len()
+            ));
+        }
+        for (c, v) in cols.iter_mut().zip(cells) {
+            c.push(Value::String(v.trim().to_string()));
+        }
+    }
+    Ok(header
+        .into_iter()
+        .zip(cols)
+        .map(|(h, c)| (h, Value::Array(c)))
+        .collect())
+}
+
+/// The inherited sidecar of a data file: every `.json` with the same suffix in its folder or above
+/// whose entities are a subset of the file's, less specific first.
+fn sidecar(
+    info: &DatasetInfo,
+    path: &str,
+    parts: &NameParts,
+) -> (Map<String, Value>, HashMap<String, String>) {
+    let mut merged = Map::new();
+    let mut origin = HashMap::new();
+    let Some(suffix) = &parts.suffix else {
+        return (merged, origin);
+    };
+    let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let mut dirs = vec![String::new()];
+    let mut acc = String::new();
+    for seg in dir.split('/').filter(|s| !s.is_empty()) {
+        acc.push('/');
+        acc.push_str(seg);
+        dirs.push(acc.clone());
+    }
+    let mut candidates: Vec<(usize, usize, &str)> = Vec::new();
+    for (depth, d) in dirs.iter().enumerate() {
+        for &i in info.json_by_dir.get(d).map(Vec::as_slice).unwrap_or(&[]) {
+            let j = &info.files[i];
+            if j.path == path {
+                continue;
+            }
+            let jp = name_parts(info.schema, &j.path);
+            if jp.suffix.as_ref() != Some(suffix) || jp.unknown_entity {
+                continue;
+            }
+            if jp.entities.iter().all(|e| parts.entities.contains(e)) {
+                candidates.push((depth, jp.entities.len(), &j.path));
+            }
+        }
+    }
+    candidates.sort();
+    for (_, _, p) in candidates {
+        if let Ok(Value::Object(m)) =
+            std::fs::read_to_string(info.root.join(p.trim_start_matches('/')))
+                .map_err(|_| ())
+                .and_then(|t| serde_json::from_str(&t).map_err(|_| ()))
+        {
+            for (k, v) in m {
+                origin.insert(k.clone(), p.to_string());
+                merged.insert(k, v);
+            }
+        }
+    }
+    (merged, origin)
+}
+
+fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContext) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let depth = path.matches('/').count();
+    if let Some(p) = &rule.path {
+        return path.trim_start_matches('/') == p;
+    }
+    if !rule.selectors.iter().all(|s| truthy(&eval(s, ctx))) {
+        return false;
+    }
+    if let Some(stem) = &rule.stem {
+        let in_place = if rule.datatypes.is_empty() {
+            depth == 1
+        } else {
+            rule.datatypes
+                .iter()
+                .any(|d| path.starts_with(&format!("/{d}/")) && depth == 2)
+        };
+        let stem_ok = stem == "*" || name.split('.').next() == Some(stem.as_str());
+        return in_place && stem_ok && rule.extensions.contains(&parts.extension);
+    }
+    let Some(suffix) = &parts.suffix else {
+        return false;
+    };
+    if parts.unknown_entity
+        || !rule.suffixes.contains(suffix)
+        || !rule.extensions.contains(&parts.extension)
+    {
+        return false;
+    }
+    // Sidecars above the datatype folder (inheritance principle) have no datatype and may omit
+    // subject/session.
+    let inherited_sidecar = [".json", ".tsv", ".bval", ".bvec"].contains(&parts.extension.as_str())
+        && parts.datatype.is_none();
+    if !rule.datatypes.is_empty() && !inherited_sidecar {
+        match &parts.datatype {
+            Some(d) if rule.datatypes.contains(d) => {}
+            _ => return false,
+        }
+    }
+    for (e, _) in &parts.entities {
+        if !rule.entities.iter().any(|(r, _)| r == e) {
+            return false;
+        }
+    }
+    rule.entities
+        .iter()
+        .filter(|(_, required)| *required)
+        .all(|(e, _)| {
+            parts.entities.iter().any(|(x, _)| x == e)
+                || (inherited_sidecar && (e == "subject" || e == "session"))
+        })
+}
+
+fn field_level_issue(
+    rule: &FieldRule,
+    present: &Map<String, Value>,
+    location: &str,
+    kind: &str,
+) -> Vec<Issue> {
+    let mut out = Vec::new();
+    for (field, level, _) in &rule.fields {
+        if present.contains_key(field) {
+            continue;
+        }
+        let (code, severity) = match level.as_str() {
+            "required" => (format!("{kind}_KEY_REQUIRED"), Severity::Error),
+            "recommended" => (format!("{kind}_KEY_RECOMMENDED"), Severity::Warning),
+            _ => continue,
+        };
+        let mut i = issue(
+            &code,
+            severity,
+            Some(location),
+            format!(
+                "{} field '{field}' is missing.",
+                if severity == Severity::Error {
+                    "A required"
+                } else {
+                    "A recommended"
+                }
+            ),
+            &format!("Add \"{field}\" to the JSON (rule {}).", rule.name),
+        );
+        i.sub_code = Some(field.clone());
+        out.push(i);
+    }
+    out
+}
+
+/// Type-checks present metadata values against their schema definitions.
+fn check_types(
+    schema: &Schema,
+    fields: &Map<String, Value>,
+    rule: &FieldRule,
+    location: &str,
+) -> Vec<Issue> {
+    let mut out = Vec::new();
+    for (field, _, key) in &rule.fields {
+        let (Some(v), Some(def)) = (fields.get(field), schema.metadata_definition(key)) else {
+            continue;
+        };
+        if !conforms(v, def) {
+            let mut i = issue(
+                "JSON_SCHEMA_VALIDATION_ERROR",
+                Severity::Error,
+                Some(location),
+                format!(
+                    "'{field}' has a value of the wrong type or outside the allowed values: {v}"
+                ),
+                &format!("See the definition of {field} in the BIDS specification."),
+            );
+            i.sub_code = Some(field.clone());
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// A small JSON-schema check: `type`, `enum`, `anyOf`, `items`, `minimum`/`maximum`.
+fn conforms(v: &Value, def: &Value) -> bool {
+    if let Some(any) = def["anyOf"].as_array() {
+        return any.iter().any(|d| conforms(v, d));
+    }
+    if let Some(options) = def["enum"].as_array()
+        && !options.contains(v)
+    {
+        return false;
+    }
+    let type_ok = match def["type"].as_str() {
+        Some("string") => v.is_string(),
+        Some("number") => v.is_number(),
+        Some("integer") => v.as_f64().is_some_and(|x| x.fract() == 0.0),
+        Some("boolean") => v.is_boolean(),
+        Some("array") => v.is_array(),
+        Some("object") => v.is_object(),
+        Some("null") => v.is_null(),
+        _ => true,
+    };
+    if !type_ok {
+        return false;
+    }
+    if let (Some(x), Some(min)) = (v.as_f64(), def["minimum"].as_f64())
+        && x < min
+    {
+        return false;
+    }
+    if let (Some(x), Some(max)) = (v.as_f64(), def["maximum"].as_f64())
+        && x > max
+    {
+        return false;
+    }
+    if let (Some(items), Some(d)) = (v.as_array(), def.get("items"))
+        && d.is_object()
+        && !items.iter().all(|x| conforms(x, d))
+    {
+        return false;
+    }
+    true
+}
+
+/// The folders on `path` that BIDS does not allow, from the first such folder down to the file's
+/// own (`/sub-10/log/`, `/sub-10/log/2020.../`): top level `sub-*` and `phenotype`, then `ses-*`
+/// or a datatype, then a datatype.
+fn invalid_dirs(schema: &Schema, path: &str) -> Vec<String> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let dirs = &segs[..segs.len().saturating_sub(1)];
+    let is_datatype = |d: &str| {
+        schema.value()["objects"]["datatypes"]
+            .as_object()
+            .is_some_and(|m| m.contains_key(d))
+    };
+    let mut first_bad = None;
+    for (i, d) in dirs.iter().enumerate() {
+        let ok = match i {
+            0 => d.starts_with("sub-") || *d == "phenotype",
+            1 => dirs[0].starts_with("sub-") && (d.starts_with("ses-") || is_datatype(d)),
+            2 => dirs[1].starts_with("ses-") && is_datatype(d),
+            _ => false,
+        };
+        if !ok {
+            first_bad = Some(i);
+            break;
+        }
+    }
+    let Some(first) = first_bad else {
+        return Vec::new();
+    };
+    (first..dirs.len())
+        .map(|k| format!("/{}/", dirs[..=k].join("/")))
+        .collect()
+}
+
+fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Vec<Issue> {
+    let schema = info.schema;
+    let loc = entry.path.as_str();
+    let mut out = Vec::new();
+    // Inside a folder BIDS does not know, the folder is the finding (as the reference reports it).
+    let bad_dirs = invalid_dirs(schema, loc);
+    if let Some(parent) = bad_dirs.last() {
+        for d in &bad_dirs {
+            out.push(issue(
+                "NOT_INCLUDED",
+                Severity::Error,
+                Some(d),
+                "Folders with such names are not part of BIDS specification.".into(),
+                "Move the folder out of the dataset, or list it in .bidsignore.",
+            ));
+        }
+        if entry.size == 0 && !entry.dangling {
+            out.push(issue(
+                "EMPTY_FILE",
+                Severity::Error,
+                Some(parent),
+                format!("Empty files are not allowed ({loc})."),
+                "Replace the 0-byte file with the real data.",
+            ));
+        } else {
+            out.push(issue(
+                "NOT_INCLUDED",
+                Severity::Error,
+                Some(loc),
+                "Files with such naming scheme are not part of BIDS specification.".into(),
+                "Move the file out of the dataset, or list it in .bidsignore.",
+            ));
+        }
+        return out;
+    }
+    let parts = name_parts(schema, loc);
+    let is_nifti = parts.extension == ".nii" || parts.extension == ".nii.gz";
+    let abs = info.root.join(loc.trim_start_matches('/'));
+    if entry.size == 0 && !entry.dangling {
+        out.push(issue(
+            "EMPTY_FILE",
+            Severity::Error,
+            Some(loc),
+            "Empty files are not allowed.".into(),
+            "Replace the 0-byte file with the real data (placeholders must be fetched, e.g. `datalad get`).",
+        ));
+    }
+    let mut values = Map::new();
+    values.insert("path".into(), json!(loc));
+    values.insert("size".into(), json!(entry.size));
+    values.insert("stem".into(), json!(parts.stem));
+    values.insert("extension".into(), json!(parts.extension));
+    values.insert(
+        "suffix".into(),
+        parts
+            .suffix
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null),
+    );
+    values.insert(
+        "datatype".into(),
+        parts
+            .datatype
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null),
+    );
+    let modality = parts
+        .datatype
+        .as_ref()
+        .and_then(|d| schema.modality_of.get(d).cloned());
+    values.insert(
+        "modality".into(),
+        modality.map(Value::String).unwrap_or(Value::Null),
+    );
+    // Schema expressions name entities both ways (`entities.direction`, `"res" in entities`):
+    // the context holds long names and file-name keys.
+    let mut entities = Map::new();
+    for (long, v) in &parts.entities {
+        entities.insert(long.clone(), json!(v));
+        if let Some((key, _)) = schema.entity_info.get(long) {
+            entities.insert(key.clone(), json!(v));
+        }
+    }
+    values.insert("entities".into(), Value::Object(entities));
+    let is_json = parts.extension == ".json";
+    let (sidecar_fields, sidecar_origin) = if is_json {
+        (Map::new(), HashMap::new())
+    } else {
+        sidecar(info, loc, &parts)
+    };
+    values.insert("sidecar".into(), Value::Object(sidecar_fields.clone()));
+    if is_nifti && !options.ignore_nifti_headers && !entry.dangling {
+        match nifti::nifti_header(&abs) {
+            Ok(h) => {
+                values.insert("nifti_header".into(), h);
+            }
+            Err(e) => out.push(issue(
+                "NIFTI_HEADER_UNREADABLE",
+                Severity::Error,
+                Some(loc),
+                format!("NIfTI file's header is corrupted or incorrectly formatted ({e})."),
+                "Re-export the image (e.g. with dcm2niix) or fetch the complete file.",
+            )),
+        }
+    }
+    if parts.extension.ends_with(".gz")
+        && entry.size > 0
+        && let Some(g) = nifti::gzip_header(&abs)
+    {
+        values.insert("gzip".into(), g);
+    }
+    let mut json_content = None;
+    if is_json && entry.size > 0 {
+        match std::fs::read_to_string(&abs)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            Some(v @ Value::Object(_)) => {
+                values.insert("json".into(), v.clone());
+                json_content = Some(v);
+            }
+            _ => out.push(issue(
+                "JSON_INVALID",
+                Severity::Error,
+                Some(loc),
+                "Not a valid JSON object.".into(),
+                "Fix the JSON syntax; a sidecar must be an object ({\"Key\": value}).",
+            )),
+        }
+    }
+    if parts.extension == ".tsv" && entry.size > 0 {
+        match read_tsv(&abs) {
+            Ok(cols) => {
+                values.insert("columns".into(), Value::Object(cols));
+            }
+            Err(e) => out.push(issue(
+                "TSV_EQUAL_ROWS",
+                Severity::Error,
+                Some(loc),
+                format!("TSV file is malformed: {e}."),
+                "Separate cells with tabs, one row per line, n/a for missing values.",
+            )),
+        }
+    }
+    let ctx = FileContext {
+        info,
+        entry,
+        values,
+    };
+
+    // Filename rules.
+    let included = schema
+        .file_rules
+        .iter()
+        .any(|r| rule_matches(r, loc, &parts, &ctx));
+    if !included {
+        out.push(issue(
+            "NOT_INCLUDED",
+            Severity::Error,
+            Some(loc),
+            "Files with such naming scheme are not part of BIDS specification.".into(),
+            "Rename the file following the BIDS naming rules, or list it in .bidsignore.",
+        ));
+    }
+    // Entity values must follow their format (label: letters and digits; index: digits).
+    for (long, value) in &parts.entities {
+        let format = schema
+            .entity_info
+            .get(long)
+            .map(|(_, f)| f.as_str())
+            .unwrap_or("label");
+        let pattern = schema.value()["objects"]["formats"][format]["pattern"]
+            .as_str()
+            .unwrap_or("[0-9a-zA-Z]+");
+        let ok = expr::regex_match(&format!("^(?:{pattern})$"), value);
+        if !ok && included {
+            let mut i = issue(
+                "INVALID_ENTITY_LABEL",
+                Severity::Error,
+                Some(loc),
+                format!(
+                    "The value '{value}' of entity '{long}' does not match its format ({format})."
+                ),
+                "Follow the entity's format: labels are letters and digits (no '-' or '_'), indices are digits.",
+            );
+            i.sub_code = Some(long.clone());
+            out.push(i);
+        }
+    }
+    // A sidecar in a datatype folder must sit next to a data file.
+    if is_json && parts.datatype.is_some() && !info.data_stems.contains(&stem_key(loc)) {
+        out.push(issue(
+            "SIDECAR_WITHOUT_DATAFILE",
+            Severity::Error,
+            Some(loc),
+            "A JSON sidecar was found without a corresponding data file.".into(),
+            "Remove the sidecar or add the data file it describes.",
+        ));
+    }
+    let holds =
+        |rule_selectors: &[expr::Expr]| rule_selectors.iter().all(|s| truthy(&eval(s, &ctx)));
+    if included && !is_json {
+        // Derivative datasets answer to the derivative sidecar rules only (as the reference
+        // validator does): a preprocessed BOLD need not repeat the raw acquisition fields.
+        let applicable = schema
+            .sidecar_rules
+            .iter()
+            .filter(|r| r.name.starts_with("sidecars.derivatives.") == info.is_derivative);
+        for rule in applicable.filter(|r| holds(&r.selectors)) {
+            out.extend(field_level_issue(rule, &sidecar_fields, loc, "SIDECAR"));
+            let mut typed = check_types(schema, &sidecar_fields, rule, loc);
+            for i in &mut typed {
+                // Report a bad value where it is written: the sidecar that set it.
+                if let Some(o) = i.sub_code.as_ref().and_then(|f| sidecar_origin.get(f)) {
+                    i.location = Some(o.clone());
+                }
+            }
+            out.extend(typed);
+        }
+    }
+    if let Some(Value::Object(content)) = &json_content {
+        for rule in schema.dataset_rules.iter().filter(|r| holds(&r.selectors)) {
+            out.extend(field_level_issue(rule, content, loc, "JSON"));
+            out.extend(check_types(schema, content, rule, loc));
+        }
+    }
+    if let Some(Value::Object(cols)) = ctx.values.get("columns") {
+        for rule in schema.table_rules.iter().filter(|r| holds(&r.selectors)) {
+            for (col, level, _) in &rule.fields {
+                if level == "required" && !cols.contains_key(col) {
+                    let mut i = issue(
+                        "TSV_COLUMN_MISSING",
+                        Severity::Error,
+                        Some(loc),
+                        format!("A required column '{col}' is missing."),
+                        &format!("Add the column '{col}' (rule {}).", rule.name),
+                    );
+                    i.sub_code = Some(col.clone());
+                    out.push(i);
+                }
+            }
+        }
+    }
+    // Checks: a check that evaluates to null could not be decided from what this validator knows
+    // (e.g. associations it does not build), so only a definite false raises the issue.
+    for check in schema.checks.iter().filter(|c| holds(&c.selectors)) {
+        let failed = check.checks.iter().any(|c| {
+            let v = eval(c, &ctx);
+            !v.is_null() && !truthy(&v)
+        });
+        if failed {
+            let severity = if check.level == "error" {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            out.push(issue(
+                &check.code,
+                severity,
+                Some(loc),
+                check.message.clone(),
+                &format!("Schema check {}.", check.name),
+            ));
+        }
+    }
+    out
+}
