@@ -437,6 +437,37 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
             sessions.insert(ses.clone());
         }
     }
+    // Subjects missing a session others have (the legacy validator's MISSING_SESSION warning):
+    // the schema has no rule for it, and BIDS-Apps that pair sessions need to hear it.
+    let mut sessions_of: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for f in &files {
+        let mut segs = f.path.trim_start_matches('/').split('/');
+        if let (Some(sub), Some(ses), Some(_)) = (segs.next(), segs.next(), segs.next())
+            && sub.starts_with("sub-")
+        {
+            let entry = sessions_of.entry(sub).or_default();
+            if ses.starts_with("ses-") {
+                entry.insert(ses);
+            }
+        }
+    }
+    let all_sessions: BTreeSet<&str> = sessions_of.values().flatten().copied().collect();
+    if !all_sessions.is_empty() {
+        let mut subs: Vec<_> = sessions_of.iter().collect();
+        subs.sort();
+        // Subjects without any session folder are a legal mix (sessions are optional per subject).
+        for (sub, have) in subs.into_iter().filter(|(_, have)| !have.is_empty()) {
+            for missing in all_sessions.difference(have) {
+                issues.push(issue(
+                    "MISSING_SESSION",
+                    Severity::Warning,
+                    Some(&format!("/{sub}/")),
+                    format!("{sub} has no {missing} folder, which other subjects have."),
+                    "Check that the session was not lost in transfer; if it was never acquired, this is fine.",
+                ));
+            }
+        }
+    }
     let modalities: BTreeSet<String> = datatypes
         .iter()
         .filter_map(|d| schema.modality_of.get(d).cloned())

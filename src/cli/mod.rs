@@ -92,6 +92,14 @@ pub struct Args {
         aliases = ["skip_bids_validation", "skip-bids-validator", "skip_bids_validator"]
     )]
     pub skip_bids_validation: bool,
+    /// Issue configuration for the BIDS validator ({"ignore": [{"code": "EMPTY_FILE"}], ...});
+    /// default: BIDS_DIR/.bids-validator-config.json when it exists.
+    #[arg(
+        long = "bids-validator-config",
+        alias = "bids_validator_config",
+        value_name = "FILE"
+    )]
+    pub bids_validator_config: Option<PathBuf>,
     /// Maximum number of threads (default: all CPUs).
     #[arg(long, aliases = ["n-cpus", "n_cpus", "nthreads"], value_name = "N")]
     pub nprocs: Option<usize>,
@@ -165,6 +173,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// `--skip-bids-validation`.
     pub skip_validation: bool,
+    /// Validator issue configuration, if any.
+    pub validator_config: Option<PathBuf>,
     /// Threads in total.
     pub nprocs: usize,
     /// Threads per subject.
@@ -335,6 +345,7 @@ impl Settings {
                 format!("--intensity-percentiles/--intensity-clip: {m}"),
             )
         })?;
+        let default_validator_config = bids_dir.join(".bids-validator-config.json");
         Ok(Settings {
             bids_dir,
             output_dir,
@@ -345,6 +356,16 @@ impl Settings {
             derivatives,
             work_dir,
             skip_validation: args.skip_bids_validation,
+            validator_config: match &args.bids_validator_config {
+                Some(p) if !p.is_file() => {
+                    return Err(cli_err(
+                        ExitStatus::NoInput,
+                        format!("{}: --bids-validator-config not found", p.display()),
+                    ));
+                }
+                Some(p) => Some(resolve(p)),
+                None => Some(default_validator_config).filter(|p| p.is_file()),
+            },
             nprocs,
             omp_nthreads,
             mem_mb,

@@ -148,6 +148,9 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
         .num_threads(settings.nprocs)
         .build()
         .map_err(|e| PipelineError::Threads(e.to_string()))?;
+    if !settings.skip_validation {
+        index_pool.install(|| validate_input(settings))?;
+    }
     let layout = index_pool.install(|| Layout::index(&settings.bids_dir, &options))?;
     tracing::info!(
         "indexed {} ({} files, {} subjects, {} derivative datasets) in {:.2} s",
@@ -169,6 +172,82 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
             participant::check_current(job, &layout, settings, out)
         }),
     }
+}
+
+/// Validates BIDS_DIR with the schema-driven validator: errors stop the run (exit 16) with each
+/// listed (file, code, what to do); warnings are summarised.
+fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
+    let started = std::time::Instant::now();
+    let config = match &settings.validator_config {
+        Some(p) => {
+            bids_validator::Config::read(p).map_err(|e| PipelineError::Invalid(e.to_string()))?
+        }
+        None => bids_validator::Config::default(),
+    };
+    let options = bids_validator::Options {
+        config,
+        ..Default::default()
+    };
+    let report = bids_validator::validate(&settings.bids_dir, &options)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    let errors = report.errors();
+    let warnings = report.warnings();
+    let mut by_code: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for w in &warnings {
+        *by_code.entry(w.code.as_str()).or_default() += 1;
+        tracing::debug!(
+            "BIDS validator warning: {} {}: {}",
+            w.code,
+            w.location.as_deref().unwrap_or("/"),
+            w.message
+        );
+    }
+    tracing::info!(
+        "BIDS validation of {} ({} files, schema {}): {} errors, {} warnings in {:.2} s",
+        settings.bids_dir.display(),
+        report.summary.total_files,
+        report.summary.schema_version,
+        errors.len(),
+        warnings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !by_code.is_empty() {
+        let list: Vec<String> = by_code.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+        tracing::warn!(
+            "BIDS validator warnings (details at -v): {}",
+            list.join(", ")
+        );
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 20;
+    for e in errors.iter().take(SHOWN) {
+        let field = e
+            .sub_code
+            .as_deref()
+            .map(|s| format!(" [{s}]"))
+            .unwrap_or_default();
+        tracing::error!(
+            "{}{}: {}{field}: {} {}",
+            settings.bids_dir.display(),
+            e.location.as_deref().unwrap_or("/"),
+            e.code,
+            e.message.lines().next().unwrap_or(""),
+            e.hint
+        );
+    }
+    if errors.len() > SHOWN {
+        tracing::error!("… and {} more validation errors", errors.len() - SHOWN);
+    }
+    let first = errors[0];
+    Err(PipelineError::Invalid(format!(
+        "{}: BIDS validation failed with {} error(s), first {} at {}; fix them, silence codes with --bids-validator-config, or pass --skip-bids-validation",
+        settings.bids_dir.display(),
+        errors.len(),
+        first.code,
+        first.location.as_deref().unwrap_or("/")
+    )))
 }
 
 /// Runs `work` over `jobs` on a bounded pool, honouring `--stop-on-first-crash`.

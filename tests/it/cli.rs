@@ -128,7 +128,7 @@ fn usage_errors_have_their_exit_codes() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_eq!(
-            stderr.lines().filter(|l| l.contains("error")).count(),
+            stderr.lines().filter(|l| l.contains("error:")).count(),
             1,
             "{stderr}"
         );

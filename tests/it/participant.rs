@@ -6,7 +6,9 @@ use std::path::Path;
 use hcld::volume::{axcodes, read_nifti};
 use serde_json::Value;
 
-use super::util::{bids_example, copy_tree, data, example, files_under, run, tree_state};
+use super::util::{
+    assert_valid_bids, bids_example, copy_tree, data, example, files_under, run, tree_state,
+};
 use crate::args;
 
 const EXPECTED_OUTPUTS: [&str; 8] = [
@@ -47,6 +49,7 @@ fn example_dataset_end_to_end() {
     assert_eq!(tree_state(&bids), before, "BIDS_DIR was modified");
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
     no_temporaries(&out);
+    assert_valid_bids(&out);
     let all = files_under(&out);
     assert!(
         all.iter()
@@ -149,18 +152,32 @@ fn example_dataset_end_to_end() {
 }
 
 #[test]
-fn empty_placeholders_fail_per_subject() {
+fn empty_placeholders_fail_validation_or_per_subject() {
     let bids = bids_example("ds003");
     let before = tree_state(&bids);
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
+    // Validation catches the placeholders first: exit 16, each file named.
+    let (code, stderr) = run(args![bids, out, "participant", "--participant-label", "01"]);
+    assert_eq!(code, 16, "{stderr}");
+    assert!(
+        stderr.contains("sub-01/anat/sub-01_T1w.nii.gz: EMPTY_FILE"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("BIDS validation failed with 78 error(s)"),
+        "{stderr}"
+    );
+    // Without validation each subject fails on its own, the run exits 1.
+    let skip = "--skip-bids-validation";
     let (code, stderr) = run(args![
         bids,
         out,
         "participant",
         "--participant-label",
         "01",
-        "02"
+        "02",
+        skip
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -179,11 +196,41 @@ fn empty_placeholders_fail_per_subject() {
         "participant",
         "--participant-label",
         "01",
-        "--stop-on-first-crash"
+        "--stop-on-first-crash",
+        skip
     ]);
     assert_eq!(code, 65, "{stderr}");
     assert_eq!(tree_state(&bids), before);
     assert!(derivative_files(&out).is_empty());
+}
+
+#[test]
+fn missing_session_dataset_is_rejected() {
+    let bids = bids_example("ds006_missing-session");
+    let d = tempfile::tempdir().unwrap();
+    let (code, stderr) = run(args![bids, d.path().join("out"), "participant"]);
+    assert_eq!(code, 16, "{stderr}");
+    assert!(stderr.contains("MISSING_SESSION"), "{stderr}");
+    assert!(
+        stderr.contains("sub-01/ses-post/anat/sub-01_ses-post_T1w.nii.gz: EMPTY_FILE"),
+        "{stderr}"
+    );
+    // Codes can be silenced with a validator configuration (here: the placeholders).
+    let config = d.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"ignore": [{"code": "EMPTY_FILE"}, {"code": "NIFTI_HEADER_UNREADABLE"}]}"#,
+    )
+    .unwrap();
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--bids-validator-config",
+        config
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("0 errors"), "{stderr}");
 }
 
 /// A writable copy of the example dataset with one file replaced.
@@ -198,24 +245,33 @@ fn example_with(d: &Path, rel: &str, bytes: &[u8]) -> std::path::PathBuf {
 fn one_bad_subject_does_not_stop_the_others() {
     let good = std::fs::read(example().join("sub-02/anat/sub-02_T1w.nii.gz")).unwrap();
     let four_d = std::fs::read(data().join("nifti-variants/4d-int16.nii.gz")).unwrap();
-    let cases: [(&str, Vec<u8>, &str); 2] = [
+    // (file, content, hcld's message, exit code with validation, the validator's code if it sees it)
+    let cases: [(&str, Vec<u8>, &str, i32, &str); 2] = [
         (
             "sub-02/anat/sub-02_T1w.nii.gz",
             good[..good.len() * 2 / 3].to_vec(),
             "truncated",
+            1,
+            "",
         ),
         (
             "sub-02/anat/sub-02_T1w.nii.gz",
             four_d,
             "4D image with 2 volumes",
+            16,
+            "T1W_FILE_WITH_TOO_MANY_DIMENSIONS",
         ),
     ];
-    for (rel, bytes, want) in cases {
+    for (rel, bytes, want, validated_code, validator_code) in cases {
         let d = tempfile::tempdir().unwrap();
         let bids = example_with(d.path(), rel, &bytes);
         let before = tree_state(&bids);
+        let (code, stderr) = run(args![bids, d.path().join("validated"), "participant"]);
+        assert_eq!(code, validated_code, "{stderr}");
+        assert!(stderr.contains(validator_code), "{stderr}");
+        // Past validation (or where it cannot see the problem), the subject fails on its own.
         let out = d.path().join("out");
-        let (code, stderr) = run(args![bids, out, "participant"]);
+        let (code, stderr) = run(args![bids, out, "participant", "--skip-bids-validation"]);
         assert_eq!(code, 1, "{stderr}");
         let line = stderr
             .lines()
@@ -238,7 +294,8 @@ fn one_bad_subject_does_not_stop_the_others() {
             "participant",
             "--stop-on-first-crash",
             "--nprocs",
-            "1"
+            "1",
+            "--skip-bids-validation"
         ]);
         assert_eq!(code, 65, "{stderr}");
         assert!(derivative_files(&out2).len() < 6);
@@ -252,12 +309,11 @@ fn broken_participants_tsv_fails_validation() {
     let (code, stderr) = run(args![bids, d.path().join("out"), "participant"]);
     assert_eq!(code, 16, "{stderr}");
     assert!(
-        stderr.contains("participants.tsv") && stderr.contains("no 'participant_id' column"),
+        stderr.contains("participants.tsv: TSV_COLUMN_MISSING [participant_id]"),
         "{stderr}"
     );
-    assert_eq!(
-        stderr.lines().filter(|l| l.contains("error")).count(),
-        1,
+    assert!(
+        stderr.contains("BIDS validation failed with 2 error(s)"),
         "{stderr}"
     );
     // Skipping validation turns it into a warning and the run proceeds.
@@ -330,6 +386,7 @@ fn parallel_jobs_share_one_output_dir() {
     }
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
     no_temporaries(&out);
+    assert_valid_bids(&out);
     let desc: Value =
         serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap())
             .unwrap();
@@ -394,7 +451,15 @@ fn inputs_that_would_share_an_output_and_malformed_names() {
     )
     .unwrap();
     let out = d.path().join("out");
-    let (code, stderr) = run(args![bids, out, "participant"]);
+    // The validator rejects both (DUPLICATE_FILES, INVALID_ENTITY_LABEL) ...
+    let (code, stderr) = run(args![bids, d.path().join("validated"), "participant"]);
+    assert_eq!(code, 16, "{stderr}");
+    assert!(
+        stderr.contains("DUPLICATE_FILES") && stderr.contains("INVALID_ENTITY_LABEL"),
+        "{stderr}"
+    );
+    // ... and without validation hcld still refuses to let one overwrite the other.
+    let (code, stderr) = run(args![bids, out, "participant", "--skip-bids-validation"]);
     assert_eq!(code, 1, "{stderr}");
     let line = stderr
         .lines()

@@ -102,3 +102,34 @@ pub fn files_under(root: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Asserts that hcld's own validator finds no error in a dataset hcld wrote (with `-r`).
+pub fn assert_valid_bids(dataset: &Path) {
+    let options = bids_validator::Options {
+        recursive: true,
+        ..Default::default()
+    };
+    let report = bids_validator::validate(dataset, &options).unwrap();
+    let errors: Vec<String> = report
+        .errors()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {} {}",
+                i.code,
+                i.location.as_deref().unwrap_or("/"),
+                i.message
+            )
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{}: not valid BIDS: {errors:#?}",
+        dataset.display()
+    );
+    assert!(
+        report.summary.data_processed,
+        "{}: not read as a derivative dataset",
+        dataset.display()
+    );
+}
