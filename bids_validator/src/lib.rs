@@ -838,6 +838,109 @@ fn check_types(
     out
 }
 
+/// TSV values against their column definitions (`TSV_VALUE_INCORRECT_TYPE`, first bad value per
+/// column), and extra columns the table's JSON sidecar does not define
+/// (`TSV_ADDITIONAL_COLUMNS_UNDEFINED` where the rule allows them only if defined).
+fn check_columns(
+    info: &DatasetInfo,
+    rule: &FieldRule,
+    cols: &Map<String, Value>,
+    loc: &str,
+) -> Vec<Issue> {
+    let schema = info.schema;
+    let mut out = Vec::new();
+    for (name, _, key) in &rule.fields {
+        let (Some(Value::Array(values)), Some(def)) = (
+            cols.get(name),
+            schema.value()["objects"]["columns"].get(key),
+        ) else {
+            continue;
+        };
+        // Columns are defined either JSON-schema style (`type`, `pattern`) or sidecar style
+        // (`definition.Format`, `Minimum`, `Maximum`).
+        let sidecar_style = &def["definition"];
+        let format = def["type"]
+            .as_str()
+            .or_else(|| sidecar_style["Format"].as_str());
+        let numeric = matches!(format, Some("number") | Some("integer"));
+        let pattern = def["pattern"].as_str();
+        let (min, max) = (
+            sidecar_style["Minimum"].as_f64(),
+            sidecar_style["Maximum"].as_f64(),
+        );
+        let bad = values.iter().enumerate().find(|(_, v)| {
+            let Some(text) = v.as_str() else { return false };
+            if text == "n/a" {
+                return false;
+            }
+            let value = if numeric {
+                match text.parse::<f64>() {
+                    Ok(x) => serde_json::Number::from_f64(x)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null),
+                    Err(_) => return true,
+                }
+            } else {
+                Value::String(text.to_string())
+            };
+            let out_of_range = value.as_f64().is_some_and(|x| {
+                min.is_some_and(|m| x < m)
+                    || max.is_some_and(|m| x > m)
+                    || (format == Some("integer") && x.fract() != 0.0)
+            });
+            out_of_range
+                || !conforms(&value, def)
+                || pattern.is_some_and(|p| !expr::regex_match(&format!("^(?:{p})$"), text))
+        });
+        if let Some((row, v)) = bad {
+            let mut i = issue(
+                "TSV_VALUE_INCORRECT_TYPE",
+                Severity::Error,
+                Some(loc),
+                format!(
+                    "Value {v} in column '{name}' (line {}) does not match the column's definition.",
+                    row + 2
+                ),
+                &format!(
+                    "See the definition of the '{name}' column in the BIDS specification; write n/a for unknown values."
+                ),
+            );
+            i.sub_code = Some(name.clone());
+            out.push(i);
+        }
+    }
+    // Extra columns are fine where allowed, but should be described (a warning, as the reference).
+    if matches!(
+        rule.additional_columns.as_deref(),
+        Some("allowed") | Some("allowed_if_defined")
+    ) {
+        let sidecar_path = info
+            .root
+            .join(loc.trim_start_matches('/'))
+            .with_extension("json");
+        let defined: Map<String, Value> = std::fs::read_to_string(&sidecar_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        for col in cols.keys() {
+            if !rule.fields.iter().any(|(n, _, _)| n == col) && !defined.contains_key(col) {
+                let mut i = issue(
+                    "TSV_ADDITIONAL_COLUMNS_UNDEFINED",
+                    Severity::Warning,
+                    Some(loc),
+                    format!(
+                        "Column '{col}' is not defined by BIDS or in the table's JSON sidecar."
+                    ),
+                    "Describe the column in the .json file next to the table.",
+                );
+                i.sub_code = Some(col.clone());
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
 /// A small JSON-schema check: `type`, `enum`, `anyOf`, `items`, `minimum`/`maximum`.
 fn conforms(v: &Value, def: &Value) -> bool {
     if let Some(any) = def["anyOf"].as_array() {
@@ -1142,6 +1245,7 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
     }
     if let Some(Value::Object(cols)) = ctx.values.get("columns") {
         for rule in schema.table_rules.iter().filter(|r| holds(&r.selectors)) {
+            out.extend(check_columns(info, rule, cols, loc));
             for (col, level, _) in &rule.fields {
                 if level == "required" && !cols.contains_key(col) {
                     let mut i = issue(

@@ -61,39 +61,55 @@ fn main() -> ExitCode {
             return ExitCode::from(66);
         }
     };
-    if args.json {
-        println!(
+    // Write errors (a closed pipe, e.g. `| head`) end the output quietly; the exit code stands.
+    let _ = print_report(&report, args.json, args.ignore_warnings);
+    ExitCode::from(if report.errors().is_empty() { 0 } else { 16 })
+}
+
+fn print_report(
+    report: &bids_validator::Report,
+    json: bool,
+    ignore_warnings: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
-    } else {
-        let errors = report.errors();
-        let warnings = report.warnings();
-        for i in errors.iter().chain(if args.ignore_warnings {
-            [].iter()
-        } else {
-            warnings.iter()
-        }) {
-            let sub = i
-                .sub_code
-                .as_deref()
-                .map(|s| format!(" [{s}]"))
-                .unwrap_or_default();
-            println!(
-                "{:?} {}{sub} {}: {} {}",
-                i.severity,
-                i.code,
-                i.location.as_deref().unwrap_or("/"),
-                i.message,
-                i.hint
-            );
-        }
-        println!(
-            "{} errors, {} warnings ({} files)",
-            errors.len(),
-            warnings.len(),
-            report.summary.total_files
-        );
+        )?;
+        return out.flush();
     }
-    ExitCode::from(if report.errors().is_empty() { 0 } else { 16 })
+    let errors = report.errors();
+    let warnings = report.warnings();
+    let shown = errors.iter().chain(if ignore_warnings {
+        [].iter()
+    } else {
+        warnings.iter()
+    });
+    for i in shown {
+        let sub = i
+            .sub_code
+            .as_deref()
+            .map(|s| format!(" [{s}]"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:?} {}{sub} {}: {} {}",
+            i.severity,
+            i.code,
+            i.location.as_deref().unwrap_or("/"),
+            i.message.lines().next().unwrap_or(""),
+            i.hint
+        )?;
+    }
+    writeln!(
+        out,
+        "{} errors, {} warnings ({} files)",
+        errors.len(),
+        warnings.len(),
+        report.summary.total_files
+    )?;
+    out.flush()
 }
