@@ -15,6 +15,7 @@ Usage (from the repository root):
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,10 @@ def materialize(variant, dest):
 
 
 def main():
-    version = subprocess.run([VALIDATOR, "--version"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(
+        [VALIDATOR, "--version"], capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
+    ).stdout.strip()
+    version = re.sub(r"\x1b\[[0-9;]*m", "", version)
     datasets = {}
     examples = ROOT / "tests/data/bids-examples"
     for d in sorted(p for p in examples.iterdir() if p.is_dir()):

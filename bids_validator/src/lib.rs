@@ -206,24 +206,46 @@ impl Report {
         )
     }
 
-    /// The report as JSON, shaped like `bids-validator-deno --format json`.
-    pub fn to_json(&self) -> Value {
-        let issues: Vec<Value> = self
-            .issues
-            .iter()
-            .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
-            .collect();
-        let mut out = json!({"issues": {"issues": issues}, "summary": self.summary});
-        if !self.derivatives.is_empty() {
-            let d: Map<String, Value> = self
+    fn json_view(&self) -> JsonReport<'_> {
+        JsonReport {
+            issues: JsonIssues {
+                issues: &self.issues,
+            },
+            summary: &self.summary,
+            derivatives: self
                 .derivatives
                 .iter()
-                .map(|(k, r)| (k.clone(), r.to_json()))
-                .collect();
-            out["derivativesSummary"] = Value::Object(d);
+                .map(|(k, r)| (k.as_str(), r.json_view()))
+                .collect(),
         }
-        out
     }
+
+    /// The report as JSON, shaped like `bids-validator-deno --format json`.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.json_view()).unwrap_or(Value::Null)
+    }
+
+    /// Writes the JSON report, streaming (no intermediate tree: large datasets have ~10^6 issues).
+    pub fn write_json(&self, writer: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(writer, &self.json_view()).map_err(std::io::Error::other)
+    }
+}
+
+/// Borrowed view of a report in the reference validator's JSON layout.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    issues: JsonIssues<'a>,
+    summary: &'a Summary,
+    #[serde(
+        rename = "derivativesSummary",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    derivatives: std::collections::BTreeMap<&'a str, JsonReport<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonIssues<'a> {
+    issues: &'a [Issue],
 }
 
 /// One file of the dataset.

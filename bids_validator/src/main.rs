@@ -74,11 +74,8 @@ fn print_report(
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        )?;
+        report.write_json(&mut out)?;
+        writeln!(out)?;
         return out.flush();
     }
     let errors = report.errors();
