@@ -163,6 +163,7 @@ fn filter_files_select_and_reject() {
         images,
         ["sub-03/ses-2/anat/sub-03_ses-2_desc-preproc_T1w.nii.gz"]
     );
+    super::util::assert_valid_bids(&out);
     std::fs::write(&f, r#"{"t1w": {"acquisition": "nothing"}}"#).unwrap();
     let (code, stderr) = run(args![
         example(),

@@ -299,6 +299,7 @@ fn one_bad_subject_does_not_stop_the_others() {
         ]);
         assert_eq!(code, 65, "{stderr}");
         assert!(derivative_files(&out2).len() < 6);
+        assert_valid_bids(&out2);
     }
 }
 
@@ -429,6 +430,7 @@ fn output_under_bids_derivatives_is_not_read_back_as_input() {
         .collect();
     assert_eq!(before, after);
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_valid_bids(&out);
 }
 
 #[test]
@@ -476,4 +478,5 @@ fn inputs_that_would_share_an_output_and_malformed_names() {
         "{stderr}"
     );
     assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_valid_bids(&out);
 }
