@@ -325,6 +325,20 @@ impl Parser {
     }
 }
 
+/// True when `e` reads any of `names` as a top-level name or a property (`associations`,
+/// `nifti_header.axis_codes`): lets a caller skip rules that need context it does not build.
+pub fn mentions(e: &Expr, names: &[&str]) -> bool {
+    match e {
+        Expr::Name(n) => names.contains(&n.as_str()),
+        Expr::Property(t, p) => names.contains(&p.as_str()) || mentions(t, names),
+        Expr::Index(t, i) => mentions(t, names) || mentions(i, names),
+        Expr::List(items) | Expr::Call(_, items) => items.iter().any(|x| mentions(x, names)),
+        Expr::Not(x) => mentions(x, names),
+        Expr::Binary(a, _, b) => mentions(a, names) || mentions(b, names),
+        Expr::Literal(_) => false,
+    }
+}
+
 /// Parses an expression.
 pub fn parse(s: &str) -> Result<Expr, String> {
     let mut p = Parser {
@@ -389,14 +403,12 @@ fn resolve<'c>(e: &Expr, ctx: &'c dyn Context) -> Option<Option<&'c Value>> {
             let base = resolve(t, ctx)?;
             Some(base.and_then(|b| b.as_object()).and_then(|m| m.get(name)))
         }
-        Expr::Index(t, i) => match i.as_ref() {
-            Expr::Literal(Value::Number(n)) => {
-                let base = resolve(t, ctx)?;
-                Some(
-                    base.and_then(|b| b.as_array())
-                        .and_then(|a| n.as_u64().and_then(|k| a.get(k as usize))),
-                )
+        // Only arrays are indexed by reference; strings (`"j-"[0]`) fall through to `eval`.
+        Expr::Index(t, i) => match (i.as_ref(), resolve(t, ctx)?) {
+            (Expr::Literal(Value::Number(n)), Some(Value::Array(a))) => {
+                Some(n.as_u64().and_then(|k| a.get(k as usize)))
             }
+            (Expr::Literal(Value::Number(_)), None) => Some(None),
             _ => None,
         },
         _ => None,
@@ -469,10 +481,17 @@ fn binary(a: &Expr, op: BinOp, b: &Expr, ctx: &dyn Context) -> Value {
                 _ => ord.is_ge(),
             })
         }
+        // JavaScript's `in` (what the reference evaluates): keys of objects, indices of arrays.
         BinOp::In => match &right {
-            Value::Array(items) => Value::Bool(items.iter().any(|i| equal(i, &left))),
+            Value::Array(items) => {
+                let idx = left
+                    .as_f64()
+                    .or_else(|| left.as_str().and_then(|s| s.parse::<f64>().ok()));
+                Value::Bool(
+                    idx.is_some_and(|i| i >= 0.0 && i.fract() == 0.0 && (i as usize) < items.len()),
+                )
+            }
             Value::Object(m) => Value::Bool(left.as_str().is_some_and(|k| m.contains_key(k))),
-            Value::String(s) => Value::Bool(left.as_str().is_some_and(|k| s.contains(k))),
             _ => Value::Null,
         },
         BinOp::Add => match (&left, &right) {
@@ -633,6 +652,7 @@ fn sorted(mut a: Vec<Value>, method: &str) -> Vec<Value> {
     let as_num = |v: &Value| {
         v.as_f64()
             .or_else(|| v.as_str().and_then(|s| s.parse::<f64>().ok()))
+            .filter(|x| x.is_finite())
     };
     let lexical = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -649,8 +669,8 @@ fn sorted(mut a: Vec<Value>, method: &str) -> Vec<Value> {
         let mut vals: Vec<Value> = slots.iter().map(|&i| a[i].clone()).collect();
         vals.sort_by(|x, y| {
             as_num(x)
-                .partial_cmp(&as_num(y))
-                .unwrap_or(std::cmp::Ordering::Equal)
+                .unwrap_or(0.0)
+                .total_cmp(&as_num(y).unwrap_or(0.0))
         });
         for (slot, v) in slots.into_iter().zip(vals) {
             a[slot] = v;
@@ -693,6 +713,41 @@ mod tests {
                 t["result"]
             );
         }
+    }
+
+    struct Sidecar(Value);
+    impl Context for Sidecar {
+        fn lookup(&self, name: &str) -> Option<&Value> {
+            (name == "sidecar").then_some(&self.0)
+        }
+        fn exists(&self, _: &[String], _: &str) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn context_values_index_and_sort_like_javascript() {
+        let ctx = Sidecar(serde_json::json!({"PhaseEncodingDirection": "j-", "Runs": [3, 1, 2]}));
+        let v = |src: &str| eval(&parse(src).unwrap(), &ctx);
+        assert_eq!(
+            v("sidecar.PhaseEncodingDirection[0]"),
+            Value::String("j".into())
+        );
+        assert_eq!(v("sidecar.Runs[1]"), serde_json::json!(1));
+        assert_eq!(v("sidecar.Missing[0]"), Value::Null);
+        assert_eq!(v("1 in sidecar.Runs"), Value::Bool(true));
+        assert_eq!(v("'micr' in ['mri', 'micr']"), Value::Bool(false));
+        let many: Vec<String> = (0..40)
+            .map(|i| {
+                if i % 3 == 0 {
+                    "NaN".into()
+                } else {
+                    (40 - i).to_string()
+                }
+            })
+            .collect();
+        let expr = format!("sorted({many:?}, 'numeric')");
+        assert_eq!(v(&expr).as_array().map(Vec::len), Some(40));
     }
 
     #[test]

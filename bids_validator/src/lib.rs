@@ -312,8 +312,7 @@ struct DatasetInfo<'a> {
     root: PathBuf,
     files: Vec<FileEntry>,
     paths: HashSet<String>,
-    /// `dir/stem` of every non-JSON file, to find sidecars without data.
-    data_stems: HashSet<String>,
+
     json_by_dir: HashMap<String, Vec<usize>>,
     dataset: Value,
     is_derivative: bool,
@@ -359,11 +358,9 @@ impl Context for FileContext<'_> {
                     },
                     "stimuli" => format!("/stimuli/{}", p.trim_start_matches('/')),
                     "file" => format!("{dir}/{p}"),
-                    "bids-uri" => match p.strip_prefix("bids::") {
-                        Some(rest) => format!("/{rest}"),
-                        // URIs into other datasets cannot be checked here: count them as present.
-                        None => return p.starts_with("bids:"),
-                    },
+                    // As the reference: BIDS URIs count as present (other datasets cannot be
+                    // resolved here, and the reference does not resolve its own either).
+                    "bids-uri" => return p.starts_with("bids:"),
                     _ => return false,
                 };
                 self.info.paths.contains(&full)
@@ -438,6 +435,11 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
             Value::Object(Map::new())
         }
     };
+    // As the reference: without DatasetType, a GeneratedBy field marks a derivative dataset.
+    let mut description = description;
+    if description.get("DatasetType").is_none() && description.get("GeneratedBy").is_some() {
+        description["DatasetType"] = json!("derivative");
+    }
     let is_derivative = description["DatasetType"] == "derivative";
 
     // Dataset-level context.
@@ -496,7 +498,7 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
         .collect();
     let participant_ids = read_tsv(&root.join("participants.tsv"))
         .ok()
-        .and_then(|cols| cols.get("participant_id").cloned())
+        .and_then(|t| t.columns.get("participant_id").cloned())
         .unwrap_or(Value::Null);
     let dataset = json!({
         "dataset_description": description,
@@ -506,23 +508,53 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
         "tree": {},
         "ignored": [],
     });
-    let data_stems = info_stems(&files);
+
     let info = DatasetInfo {
         schema,
         root: root.to_path_buf(),
         paths,
-        data_stems,
+
         json_by_dir,
         dataset,
         is_derivative,
         files,
     };
-    let per_file: Vec<Issue> = info
+    let per_file: Vec<(Vec<Issue>, Vec<String>)> = info
         .files
         .par_iter()
-        .flat_map_iter(|entry| validate_file(&info, entry, options))
+        .map(|entry| validate_file(&info, entry, options))
         .collect();
-    issues.extend(per_file);
+    let mut used_sidecars = HashSet::new();
+    for (file_issues, used) in per_file {
+        issues.extend(file_issues);
+        used_sidecars.extend(used);
+    }
+    // A JSON that no data file inherits from is an orphan (the reference's rule: what matters is
+    // use, not a data file with the same stem).
+    for f in info
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with(".json") && !used_sidecars.contains(&f.path))
+    {
+        let parts = name_parts(schema, &f.path);
+        // As the reference: every JSON no data file inherited from, except the standalone files
+        // (`dataset_description.json`, `genetic_info.json`) and JSON-only data (`*_coordsystem.json`).
+        let standalone =
+            ["/dataset_description.json", "/genetic_info.json"].contains(&f.path.as_str());
+        let json_only = parts
+            .suffix
+            .as_ref()
+            .is_some_and(|s| schema.json_only_suffixes.contains(s));
+        if !standalone && !json_only && invalid_dirs(schema, &f.path).is_empty() {
+            issues.push(issue(
+                "SIDECAR_WITHOUT_DATAFILE",
+                Severity::Error,
+                Some(&f.path),
+                "A JSON sidecar was found without a corresponding data file.".into(),
+                "Remove the sidecar or add the data file it describes.",
+            ));
+        }
+    }
     for i in &mut issues {
         options.config.apply(i);
     }
@@ -576,20 +608,6 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
     })
 }
 
-/// `dir/stem` (the path up to the first dot of the file name) of every non-JSON file.
-fn info_stems(files: &[FileEntry]) -> HashSet<String> {
-    files
-        .iter()
-        .filter(|f| !f.path.ends_with(".json"))
-        .map(|f| stem_key(&f.path))
-        .collect()
-}
-
-fn stem_key(path: &str) -> String {
-    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    format!("{dir}/{}", name.split('.').next().unwrap_or(name))
-}
-
 fn bidsignore(root: &Path) -> Gitignore {
     let mut b = GitignoreBuilder::new(root);
     let p = root.join(".bidsignore");
@@ -624,8 +642,12 @@ fn walk(root: &Path, schema: &Schema, ignore: &Gitignore) -> Vec<FileEntry> {
         let (path, size, dangling) = match entry {
             Ok(e) if e.file_type().is_dir() => continue,
             Ok(e) => {
-                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                (e.path().to_path_buf(), size, false)
+                // FIFOs, sockets and devices are not data: reading them could block forever.
+                let Ok(md) = e.metadata() else { continue };
+                if !md.is_file() {
+                    continue;
+                }
+                (e.path().to_path_buf(), md.len(), false)
             }
             Err(err) => {
                 let Some(p) = err.path() else { continue };
@@ -654,10 +676,36 @@ fn walk(root: &Path, schema: &Schema, ignore: &Gitignore) -> Vec<FileEntry> {
     out
 }
 
+/// Largest JSON or TSV file read (larger ones are reported, not loaded).
+const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Reads a small text file, refusing oversized ones.
+fn read_text(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > MAX_TEXT_BYTES {
+        return Err(format!(
+            "file is {len} bytes, larger than the {MAX_TEXT_BYTES}-byte limit for metadata"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    // Spreadsheet exports start with a byte-order mark; it is not part of the first header.
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
+}
+
+/// A parsed TSV: header, columns, and structural problems found on the way.
+struct Tsv {
+    header: Vec<String>,
+    columns: Map<String, Value>,
+    empty_line: Option<usize>,
+}
+
 /// Reads a TSV into column name → array of values (strings).
-fn read_tsv(path: &Path) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read(path).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(text).map_err(|_| "not UTF-8 text".to_string())?;
+fn read_tsv(path: &Path) -> Result<Tsv, String> {
+    let text = read_text(path)?;
     let mut lines = text.lines();
     let header: Vec<String> = lines
         .next()
@@ -666,8 +714,10 @@ fn read_tsv(path: &Path) -> Result<Map<String, Value>, String> {
         .map(|s| s.trim().to_string())
         .collect();
     let mut cols: Vec<Vec<Value>> = vec![Vec::new(); header.len()];
+    let mut empty_line = None;
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
+            empty_line.get_or_insert(n + 2);
             continue;
         }
         let cells: Vec<&str> = line.split('\t').collect();
@@ -683,11 +733,17 @@ fn read_tsv(path: &Path) -> Result<Map<String, Value>, String> {
             c.push(Value::String(v.trim().to_string()));
         }
     }
-    Ok(header
-        .into_iter()
+    let columns = header
+        .iter()
+        .cloned()
         .zip(cols)
         .map(|(h, c)| (h, Value::Array(c)))
-        .collect())
+        .collect();
+    Ok(Tsv {
+        header,
+        columns,
+        empty_line,
+    })
 }
 
 /// The inherited sidecar of a data file: every `.json` with the same suffix in its folder or above
@@ -696,11 +752,11 @@ fn sidecar(
     info: &DatasetInfo,
     path: &str,
     parts: &NameParts,
-) -> (Map<String, Value>, HashMap<String, String>) {
+) -> (Map<String, Value>, HashMap<String, String>, Vec<String>) {
     let mut merged = Map::new();
     let mut origin = HashMap::new();
     let Some(suffix) = &parts.suffix else {
-        return (merged, origin);
+        return (merged, origin, Vec::new());
     };
     let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let mut dirs = vec![String::new()];
@@ -727,11 +783,11 @@ fn sidecar(
         }
     }
     candidates.sort();
+    let used: Vec<String> = candidates.iter().map(|(_, _, p)| p.to_string()).collect();
     for (_, _, p) in candidates {
-        if let Ok(Value::Object(m)) =
-            std::fs::read_to_string(info.root.join(p.trim_start_matches('/')))
-                .map_err(|_| ())
-                .and_then(|t| serde_json::from_str(&t).map_err(|_| ()))
+        if let Ok(Value::Object(m)) = read_text(&info.root.join(p.trim_start_matches('/')))
+            .map_err(|_| ())
+            .and_then(|t| serde_json::from_str(&t).map_err(|_| ()))
         {
             for (k, v) in m {
                 origin.insert(k.clone(), p.to_string());
@@ -739,7 +795,7 @@ fn sidecar(
             }
         }
     }
-    (merged, origin)
+    (merged, origin, used)
 }
 
 fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContext) -> bool {
@@ -775,6 +831,8 @@ fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContex
     // subject/session.
     let inherited_sidecar = [".json", ".tsv", ".bval", ".bvec"].contains(&parts.extension.as_str())
         && parts.datatype.is_none();
+    // Files at the root (inheritance-level metadata such as `/bold.json`) need no entity at all.
+    let at_root = depth == 1;
     if !rule.datatypes.is_empty() && !inherited_sidecar {
         match &parts.datatype {
             Some(d) if rule.datatypes.contains(d) => {}
@@ -791,7 +849,7 @@ fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContex
         .filter(|(_, required)| *required)
         .all(|(e, _)| {
             parts.entities.iter().any(|(x, _)| x == e)
-                || (inherited_sidecar && (e == "subject" || e == "session"))
+                || (inherited_sidecar && (at_root || e == "subject" || e == "session"))
         })
 }
 
@@ -860,17 +918,82 @@ fn check_types(
     out
 }
 
-/// TSV values against their column definitions (`TSV_VALUE_INCORRECT_TYPE`, first bad value per
-/// column), and extra columns the table's JSON sidecar does not define
-/// (`TSV_ADDITIONAL_COLUMNS_UNDEFINED` where the rule allows them only if defined).
+/// Checks a table against a tabular rule: required columns (`TSV_COLUMN_MISSING`), the order of
+/// the initial columns (`TSV_COLUMN_ORDER_INCORRECT`), unique index values
+/// (`TSV_INDEX_VALUE_NOT_UNIQUE`), values against the column definitions (`TSV_VALUE_INCORRECT_TYPE`,
+/// first bad value per column; a definition in the table's JSON sidecar replaces the schema's, so
+/// such columns are not checked against the schema), and extra columns nobody describes
+/// (`TSV_ADDITIONAL_COLUMNS_UNDEFINED`, a warning).
 fn check_columns(
     info: &DatasetInfo,
     rule: &FieldRule,
     cols: &Map<String, Value>,
+    header: &[String],
     loc: &str,
 ) -> Vec<Issue> {
     let schema = info.schema;
     let mut out = Vec::new();
+    let with_sub = |mut i: Issue, sub: &str| {
+        i.sub_code = Some(sub.to_string());
+        i
+    };
+    for (col, level, _) in &rule.fields {
+        if level == "required" && !cols.contains_key(col) {
+            out.push(with_sub(
+                issue(
+                    "TSV_COLUMN_MISSING",
+                    Severity::Error,
+                    Some(loc),
+                    format!("A required column '{col}' is missing."),
+                    &format!("Add the column '{col}' (rule {}).", rule.name),
+                ),
+                col,
+            ));
+        }
+    }
+    for (pos, want) in rule.initial_columns.iter().enumerate() {
+        if cols.contains_key(want) && header.get(pos) != Some(want) {
+            out.push(with_sub(
+                issue(
+                    "TSV_COLUMN_ORDER_INCORRECT",
+                    Severity::Error,
+                    Some(loc),
+                    format!("Column '{want}' must be column {} of the table.", pos + 1),
+                    "Reorder the columns.",
+                ),
+                want,
+            ));
+        }
+    }
+    for col in &rule.index_columns {
+        if let Some(Value::Array(values)) = cols.get(col) {
+            let mut seen = HashSet::new();
+            if let Some(dup) = values
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|v| !seen.insert(*v))
+            {
+                out.push(with_sub(
+                    issue(
+                        "TSV_INDEX_VALUE_NOT_UNIQUE",
+                        Severity::Error,
+                        Some(loc),
+                        format!("'{dup}' appears more than once in the index column '{col}'."),
+                        "Keep one row per index value.",
+                    ),
+                    col,
+                ));
+            }
+        }
+    }
+    let sidecar_path = info
+        .root
+        .join(loc.trim_start_matches('/'))
+        .with_extension("json");
+    let defined: Map<String, Value> = read_text(&sidecar_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     for (name, _, key) in &rule.fields {
         let (Some(Value::Array(values)), Some(def)) = (
             cols.get(name),
@@ -878,6 +1001,9 @@ fn check_columns(
         ) else {
             continue;
         };
+        if defined.contains_key(name) {
+            continue;
+        }
         // Columns are defined either JSON-schema style (`type`, `pattern`) or sidecar style
         // (`definition.Format`, `Minimum`, `Maximum`).
         let sidecar_style = &def["definition"];
@@ -890,17 +1016,22 @@ fn check_columns(
             sidecar_style["Minimum"].as_f64(),
             sidecar_style["Maximum"].as_f64(),
         );
+        let mut pseudo_age = false;
         let bad = values.iter().enumerate().find(|(_, v)| {
             let Some(text) = v.as_str() else { return false };
             if text == "n/a" {
                 return false;
             }
+            if name == "age" && text == "89+" {
+                pseudo_age = true;
+                return false;
+            }
             let value = if numeric {
                 match text.parse::<f64>() {
-                    Ok(x) => serde_json::Number::from_f64(x)
+                    Ok(x) if x.is_finite() => serde_json::Number::from_f64(x)
                         .map(Value::Number)
                         .unwrap_or(Value::Null),
-                    Err(_) => return true,
+                    _ => return true,
                 }
             } else {
                 Value::String(text.to_string())
@@ -914,21 +1045,31 @@ fn check_columns(
                 || !conforms(&value, def)
                 || pattern.is_some_and(|p| !expr::regex_match(&format!("^(?:{p})$"), text))
         });
+        if pseudo_age {
+            out.push(with_sub(
+                issue(
+                    "TSV_PSEUDO_AGE_DEPRECATED",
+                    Severity::Warning,
+                    Some(loc),
+                    "The age '89+' is deprecated.".into(),
+                    "Write 89 for ages of 89 and above.",
+                ),
+                name,
+            ));
+        }
         if let Some((row, v)) = bad {
-            let mut i = issue(
-                "TSV_VALUE_INCORRECT_TYPE",
-                Severity::Error,
-                Some(loc),
-                format!(
-                    "Value {v} in column '{name}' (line {}) does not match the column's definition.",
-                    row + 2
+            out.push(with_sub(
+                issue(
+                    "TSV_VALUE_INCORRECT_TYPE",
+                    Severity::Error,
+                    Some(loc),
+                    format!("Value {v} in column '{name}' (line {}) does not match the column's definition.", row + 2),
+                    &format!(
+                        "See the definition of the '{name}' column in the BIDS specification (or define it in the table's JSON sidecar); write n/a for unknown values."
+                    ),
                 ),
-                &format!(
-                    "See the definition of the '{name}' column in the BIDS specification; write n/a for unknown values."
-                ),
-            );
-            i.sub_code = Some(name.clone());
-            out.push(i);
+                name,
+            ));
         }
     }
     // Extra columns are fine where allowed, but should be described (a warning, as the reference).
@@ -936,27 +1077,20 @@ fn check_columns(
         rule.additional_columns.as_deref(),
         Some("allowed") | Some("allowed_if_defined")
     ) {
-        let sidecar_path = info
-            .root
-            .join(loc.trim_start_matches('/'))
-            .with_extension("json");
-        let defined: Map<String, Value> = std::fs::read_to_string(&sidecar_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
         for col in cols.keys() {
             if !rule.fields.iter().any(|(n, _, _)| n == col) && !defined.contains_key(col) {
-                let mut i = issue(
-                    "TSV_ADDITIONAL_COLUMNS_UNDEFINED",
-                    Severity::Warning,
-                    Some(loc),
-                    format!(
-                        "Column '{col}' is not defined by BIDS or in the table's JSON sidecar."
+                out.push(with_sub(
+                    issue(
+                        "TSV_ADDITIONAL_COLUMNS_UNDEFINED",
+                        Severity::Warning,
+                        Some(loc),
+                        format!(
+                            "Column '{col}' is not defined by BIDS or in the table's JSON sidecar."
+                        ),
+                        "Describe the column in the .json file next to the table.",
                     ),
-                    "Describe the column in the .json file next to the table.",
-                );
-                i.sub_code = Some(col.clone());
-                out.push(i);
+                    col,
+                ));
             }
         }
     }
@@ -1037,7 +1171,12 @@ fn invalid_dirs(schema: &Schema, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Vec<Issue> {
+/// Validates one file; returns its issues and the sidecars its metadata came from.
+fn validate_file(
+    info: &DatasetInfo,
+    entry: &FileEntry,
+    options: &Options,
+) -> (Vec<Issue>, Vec<String>) {
     let schema = info.schema;
     let loc = entry.path.as_str();
     let mut out = Vec::new();
@@ -1070,7 +1209,7 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
                 "Move the file out of the dataset, or list it in .bidsignore.",
             ));
         }
-        return out;
+        return (out, Vec::new());
     }
     let parts = name_parts(schema, loc);
     let is_nifti = parts.extension == ".nii" || parts.extension == ".nii.gz";
@@ -1113,19 +1252,17 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
         "modality".into(),
         modality.map(Value::String).unwrap_or(Value::Null),
     );
-    // Schema expressions name entities both ways (`entities.direction`, `"res" in entities`):
-    // the context holds long names and file-name keys.
+    // Entities by file-name key (`entities.res`, `"res" in entities`), as the reference builds them.
     let mut entities = Map::new();
     for (long, v) in &parts.entities {
-        entities.insert(long.clone(), json!(v));
         if let Some((key, _)) = schema.entity_info.get(long) {
             entities.insert(key.clone(), json!(v));
         }
     }
     values.insert("entities".into(), Value::Object(entities));
     let is_json = parts.extension == ".json";
-    let (sidecar_fields, sidecar_origin) = if is_json {
-        (Map::new(), HashMap::new())
+    let (sidecar_fields, sidecar_origin, used_sidecars) = if is_json {
+        (Map::new(), HashMap::new(), Vec::new())
     } else {
         sidecar(info, loc, &parts)
     };
@@ -1152,7 +1289,7 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
     }
     let mut json_content = None;
     if is_json && entry.size > 0 {
-        match std::fs::read_to_string(&abs)
+        match read_text(&abs)
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         {
@@ -1169,10 +1306,33 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
             )),
         }
     }
+    let mut tsv_header: Vec<String> = Vec::new();
     if parts.extension == ".tsv" && entry.size > 0 {
         match read_tsv(&abs) {
-            Ok(cols) => {
-                values.insert("columns".into(), Value::Object(cols));
+            Ok(t) => {
+                let mut seen = HashSet::new();
+                if let Some(dup) = t.header.iter().find(|h| !seen.insert(h.as_str())) {
+                    let mut i = issue(
+                        "TSV_COLUMN_HEADER_DUPLICATE",
+                        Severity::Error,
+                        Some(loc),
+                        format!("The column '{dup}' appears twice in the header."),
+                        "Give every column a unique name.",
+                    );
+                    i.sub_code = Some(dup.clone());
+                    out.push(i);
+                }
+                if let Some(line) = t.empty_line {
+                    out.push(issue(
+                        "TSV_EMPTY_LINE",
+                        Severity::Error,
+                        Some(loc),
+                        format!("Line {line} is empty."),
+                        "Remove empty lines from the table.",
+                    ));
+                }
+                tsv_header = t.header;
+                values.insert("columns".into(), Value::Object(t.columns));
             }
             Err(e) => out.push(issue(
                 "TSV_EQUAL_ROWS",
@@ -1228,25 +1388,14 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
             out.push(i);
         }
     }
-    // A sidecar in a datatype folder must sit next to a data file.
-    if is_json && parts.datatype.is_some() && !info.data_stems.contains(&stem_key(loc)) {
-        out.push(issue(
-            "SIDECAR_WITHOUT_DATAFILE",
-            Severity::Error,
-            Some(loc),
-            "A JSON sidecar was found without a corresponding data file.".into(),
-            "Remove the sidecar or add the data file it describes.",
-        ));
-    }
     let holds =
         |rule_selectors: &[expr::Expr]| rule_selectors.iter().all(|s| truthy(&eval(s, &ctx)));
     if included && !is_json {
         // Derivative datasets answer to the derivative sidecar rules only (as the reference
         // validator does): a preprocessed BOLD need not repeat the raw acquisition fields.
-        let applicable = schema
-            .sidecar_rules
-            .iter()
-            .filter(|r| r.name.starts_with("sidecars.derivatives.") == info.is_derivative);
+        let applicable = schema.sidecar_rules.iter().filter(|r| {
+            !r.unbuildable && r.name.starts_with("sidecars.derivatives.") == info.is_derivative
+        });
         for rule in applicable.filter(|r| holds(&r.selectors)) {
             out.extend(field_level_issue(rule, &sidecar_fields, loc, "SIDECAR"));
             let mut typed = check_types(schema, &sidecar_fields, rule, loc);
@@ -1266,26 +1415,21 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
         }
     }
     if let Some(Value::Object(cols)) = ctx.values.get("columns") {
-        for rule in schema.table_rules.iter().filter(|r| holds(&r.selectors)) {
-            out.extend(check_columns(info, rule, cols, loc));
-            for (col, level, _) in &rule.fields {
-                if level == "required" && !cols.contains_key(col) {
-                    let mut i = issue(
-                        "TSV_COLUMN_MISSING",
-                        Severity::Error,
-                        Some(loc),
-                        format!("A required column '{col}' is missing."),
-                        &format!("Add the column '{col}' (rule {}).", rule.name),
-                    );
-                    i.sub_code = Some(col.clone());
-                    out.push(i);
-                }
-            }
+        for rule in schema
+            .table_rules
+            .iter()
+            .filter(|r| !r.unbuildable && holds(&r.selectors))
+        {
+            out.extend(check_columns(info, rule, cols, &tsv_header, loc));
         }
     }
     // Checks: a check that evaluates to null could not be decided from what this validator knows
     // (e.g. associations it does not build), so only a definite false raises the issue.
-    for check in schema.checks.iter().filter(|c| holds(&c.selectors)) {
+    for check in schema
+        .checks
+        .iter()
+        .filter(|c| !c.unbuildable && holds(&c.selectors))
+    {
         let failed = check.checks.iter().any(|c| {
             let v = eval(c, &ctx);
             !v.is_null() && !truthy(&v)
@@ -1305,5 +1449,5 @@ fn validate_file(info: &DatasetInfo, entry: &FileEntry, options: &Options) -> Ve
             ));
         }
     }
-    out
+    (out, used_sidecars)
 }

@@ -49,6 +49,20 @@ pub struct FieldRule {
     pub initial_columns: Vec<String>,
     /// For tables: `allowed`, `allowed_if_defined` or `not_allowed`.
     pub additional_columns: Option<String>,
+    /// For tables: columns whose values must be unique.
+    pub index_columns: Vec<String>,
+    /// True when a selector needs context this validator does not build (see [`UNBUILT_CONTEXT`]).
+    pub unbuildable: bool,
+}
+
+/// Context the validator does not build: `associations` (events, bval/bvec, aslcontext, ... of a
+/// file), OME and TIFF metadata, NIfTI axis codes. Rules that read them are skipped, never guessed.
+pub const UNBUILT_CONTEXT: [&str; 4] = ["associations", "ome", "tiff", "axis_codes"];
+
+fn unbuildable(exprs: &[Expr]) -> bool {
+    exprs
+        .iter()
+        .any(|e| crate::expr::mentions(e, &UNBUILT_CONTEXT))
 }
 
 /// A check (`rules.checks.*`): when the selectors hold, every check must hold, else `issue`.
@@ -66,6 +80,8 @@ pub struct CheckRule {
     pub selectors: Vec<Expr>,
     /// What must hold.
     pub checks: Vec<Expr>,
+    /// True when a selector or check needs context this validator does not build.
+    pub unbuildable: bool,
 }
 
 /// The interpreted schema.
@@ -92,6 +108,9 @@ pub struct Schema {
     pub modality_of: HashMap<String, String>,
     /// Top-level folders whose content is not validated (`code`, `sourcedata`, ...).
     pub opaque_dirs: Vec<String>,
+    /// Suffixes and stems whose files are JSON only (`coordsystem`, ...): such a JSON is data in its
+    /// own right, never an orphaned sidecar.
+    pub json_only_suffixes: std::collections::HashSet<String>,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -161,8 +180,11 @@ fn field_rules(v: &Value, objects: &Value, kind: &str, prefix: &str, key: &str) 
                     )
                 })
                 .collect();
+            let selectors = exprs(&r["selectors"], &name);
             FieldRule {
-                selectors: exprs(&r["selectors"], &name),
+                unbuildable: unbuildable(&selectors),
+                index_columns: strings(&r["index_columns"]),
+                selectors,
                 fields,
                 initial_columns: strings(&r["initial_columns"]),
                 additional_columns: r["additional_columns"].as_str().map(str::to_string),
@@ -241,6 +263,8 @@ impl Schema {
                     .unwrap_or("")
                     .trim()
                     .to_string(),
+                unbuildable: unbuildable(&exprs(&r["selectors"], &name))
+                    || unbuildable(&exprs(&r["checks"], &name)),
                 selectors: exprs(&r["selectors"], &name),
                 checks: exprs(&r["checks"], &name),
                 name,
@@ -259,7 +283,25 @@ impl Schema {
             .filter(|(_, d)| d["opaque"].as_bool() == Some(true))
             .filter_map(|(_, d)| d["name"].as_str().map(str::to_string))
             .collect();
+        let names = |r: &FileRule| {
+            r.suffixes
+                .iter()
+                .cloned()
+                .chain(r.stem.iter().cloned())
+                .collect::<Vec<_>>()
+        };
+        let with_data: std::collections::HashSet<String> = file_rules
+            .iter()
+            .filter(|r| r.extensions.iter().any(|e| e != ".json"))
+            .flat_map(names)
+            .collect();
+        let json_only_suffixes = file_rules
+            .iter()
+            .flat_map(names)
+            .filter(|n| !with_data.contains(n))
+            .collect();
         Schema {
+            json_only_suffixes,
             entity_by_key,
             entity_info,
             entity_order,
