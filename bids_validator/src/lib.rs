@@ -292,8 +292,13 @@ fn name_parts(schema: &Schema, path: &str) -> NameParts {
     }
     let dirs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let dt = match dirs.as_slice() {
-        [s, d, _] if s.starts_with("sub-") => Some(*d),
-        [s, ses, d, _] if s.starts_with("sub-") && ses.starts_with("ses-") => Some(*d),
+                [s, d, _] if s.starts_with("sub-") || s.starts_with("tpl-") => Some(*d),
+        [s, ses, d, _]
+            if (s.starts_with("sub-") || s.starts_with("tpl-"))
+                && (ses.starts_with("ses-") || ses.starts_with("cohort-")) =>
+        {
+            Some(*d)
+        }
         _ => None,
     };
     parts.datatype = dt
@@ -545,7 +550,7 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
             .suffix
             .as_ref()
             .is_some_and(|s| schema.json_only_suffixes.contains(s));
-        if !standalone && !json_only && invalid_dirs(schema, &f.path).is_empty() {
+        if !standalone && !json_only && invalid_dirs(schema, &f.path, is_derivative).is_empty() {
             issues.push(issue(
                 "SIDECAR_WITHOUT_DATAFILE",
                 Severity::Error,
@@ -676,6 +681,9 @@ fn walk(root: &Path, schema: &Schema, ignore: &Gitignore) -> Vec<FileEntry> {
     out
 }
 
+/// The error text of a file that is not UTF-8.
+const NOT_UTF8: &str = "not UTF-8 text";
+
 /// Largest JSON or TSV file read (larger ones are reported, not loaded).
 const MAX_TEXT_BYTES: u64 = 64 << 20;
 
@@ -688,7 +696,7 @@ fn read_text(path: &Path) -> Result<String, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+        let text = String::from_utf8(bytes).map_err(|_| NOT_UTF8.to_string())?;
     // Spreadsheet exports start with a byte-order mark; it is not part of the first header.
     Ok(text
         .strip_prefix('\u{feff}')
@@ -714,11 +722,16 @@ fn read_tsv(path: &Path) -> Result<Tsv, String> {
         .map(|s| s.trim().to_string())
         .collect();
     let mut cols: Vec<Vec<Value>> = vec![Vec::new(); header.len()];
-    let mut empty_line = None;
+        let mut empty_line = None;
+    let mut pending_empty = None;
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
-            empty_line.get_or_insert(n + 2);
+            pending_empty.get_or_insert(n + 2);
             continue;
+        }
+        // Trailing blank lines are tolerated (as the reference); one followed by data is not.
+        if let Some(e) = pending_empty.take() {
+            empty_line.get_or_insert(e);
         }
         let cells: Vec<&str> = line.split('\t').collect();
         if cells.len() != header.len() {
@@ -798,7 +811,13 @@ fn sidecar(
     (merged, origin, used)
 }
 
-fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContext) -> bool {
+fn rule_matches(
+    rule: &FileRule,
+    path: &str,
+    parts: &NameParts,
+    ctx: &FileContext,
+    ignore_datatype: bool,
+) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     let depth = path.matches('/').count();
     if let Some(p) = &rule.path {
@@ -833,7 +852,7 @@ fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContex
         && parts.datatype.is_none();
     // Files at the root (inheritance-level metadata such as `/bold.json`) need no entity at all.
     let at_root = depth == 1;
-    if !rule.datatypes.is_empty() && !inherited_sidecar {
+        if !rule.datatypes.is_empty() && !inherited_sidecar && !ignore_datatype {
         match &parts.datatype {
             Some(d) if rule.datatypes.contains(d) => {}
             _ => return false,
@@ -849,7 +868,11 @@ fn rule_matches(rule: &FileRule, path: &str, parts: &NameParts, ctx: &FileContex
         .filter(|(_, required)| *required)
         .all(|(e, _)| {
             parts.entities.iter().any(|(x, _)| x == e)
-                || (inherited_sidecar && (at_root || e == "subject" || e == "session"))
+                            || (inherited_sidecar && (at_root || e == "subject" || e == "session"))
+            // Sidecars may leave out entities their data files need (inheritance within a folder),
+            // and derivative datasets are not held to raw required entities (as the reference).
+            || parts.extension == ".json"
+            || ctx.info.is_derivative
         })
 }
 
@@ -1139,10 +1162,57 @@ fn conforms(v: &Value, def: &Value) -> bool {
     true
 }
 
+/// `INVALID_LOCATION` (a file whose `sub`/`ses` entities disagree with its folders, so its data
+/// would be attributed to another subject) and `FILENAME_MISMATCH` (entities out of the
+/// specification's order), as the reference checks them.
+fn location_and_order(schema: &Schema, path: &str, parts: &NameParts) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let value = |long: &str| parts.entities.iter().find(|(e, _)| e == long).map(|(_, v)| v.as_str());
+    for (top, sub) in [("subject", "session"), ("template", "cohort")] {
+        let (tk, sk) = (
+            schema.entity_info.get(top).map(|x| x.0.as_str()).unwrap_or(top),
+            schema.entity_info.get(sub).map(|x| x.0.as_str()).unwrap_or(sub),
+        );
+        let Some(tv) = value(top) else { continue };
+        let mut expected = format!("/{tk}-{tv}/");
+        if let Some(sv) = value(sub) {
+            expected.push_str(&format!("{sk}-{sv}/"));
+        }
+        let misplaced = !path.starts_with(&expected)
+            || (value(sub).is_none() && path.contains(&format!("/{sk}-")));
+        if misplaced {
+            out.push(issue(
+                "INVALID_LOCATION",
+                Severity::Error,
+                Some(path),
+                format!("The file's entities say it belongs under {expected}."),
+                "Move the file to the folder its sub-/ses- entities name, or fix its name.",
+            ));
+        }
+    }
+    let mut ordered: Vec<&(String, String)> = parts.entities.iter().collect();
+    let rank = |e: &str| schema.entity_order.iter().position(|x| x == e).unwrap_or(usize::MAX);
+    ordered.sort_by_key(|(e, _)| rank(e));
+    let duplicated = {
+        let mut seen = HashSet::new();
+        parts.entities.iter().any(|(e, _)| !seen.insert(e.as_str()))
+    };
+    if duplicated || ordered.iter().zip(&parts.entities).any(|(a, b)| *a != b) {
+        out.push(issue(
+            "FILENAME_MISMATCH",
+            Severity::Error,
+            Some(path),
+            "Entities are repeated or not in the order the specification gives.".into(),
+            "Rename the file with each entity once, in specification order (sub, ses, task, acq, ce, rec, run, ...).",
+        ));
+    }
+    out
+}
+
 /// The folders on `path` that BIDS does not allow, from the first such folder down to the file's
 /// own (`/sub-10/log/`, `/sub-10/log/2020.../`): top level `sub-*` and `phenotype`, then `ses-*`
 /// or a datatype, then a datatype.
-fn invalid_dirs(schema: &Schema, path: &str) -> Vec<String> {
+fn invalid_dirs(schema: &Schema, path: &str, derivative: bool) -> Vec<String> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let dirs = &segs[..segs.len().saturating_sub(1)];
     let is_datatype = |d: &str| {
@@ -1152,10 +1222,13 @@ fn invalid_dirs(schema: &Schema, path: &str) -> Vec<String> {
     };
     let mut first_bad = None;
     for (i, d) in dirs.iter().enumerate() {
+                // Derivative datasets may also hold templates: tpl-<label>[/cohort-<label>]/<datatype>/.
+        let top = dirs[0].starts_with("sub-") || (derivative && dirs[0].starts_with("tpl-"));
+        let second = |x: &str| x.starts_with("ses-") || (derivative && x.starts_with("cohort-"));
         let ok = match i {
-            0 => d.starts_with("sub-") || *d == "phenotype",
-            1 => dirs[0].starts_with("sub-") && (d.starts_with("ses-") || is_datatype(d)),
-            2 => dirs[1].starts_with("ses-") && is_datatype(d),
+            0 => top || *d == "phenotype",
+            1 => top && (second(d) || is_datatype(d)),
+            2 => top && second(dirs[1]) && is_datatype(d),
             _ => false,
         };
         if !ok {
@@ -1181,7 +1254,7 @@ fn validate_file(
     let loc = entry.path.as_str();
     let mut out = Vec::new();
     // Inside a folder BIDS does not know, the folder is the finding (as the reference reports it).
-    let bad_dirs = invalid_dirs(schema, loc);
+    let bad_dirs = invalid_dirs(schema, loc, info.is_derivative);
     if let Some(parent) = bad_dirs.last() {
         for d in &bad_dirs {
             out.push(issue(
@@ -1334,6 +1407,13 @@ fn validate_file(
                 tsv_header = t.header;
                 values.insert("columns".into(), Value::Object(t.columns));
             }
+                        Err(e) if e == NOT_UTF8 => out.push(issue(
+                "INVALID_FILE_ENCODING",
+                Severity::Error,
+                Some(loc),
+                "The file is not UTF-8 text.".into(),
+                "Save the table as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).",
+            )),
             Err(e) => out.push(issue(
                 "TSV_EQUAL_ROWS",
                 Severity::Error,
@@ -1350,11 +1430,21 @@ fn validate_file(
     };
 
     // Filename rules.
-    let included = schema
-        .file_rules
-        .iter()
-        .any(|r| rule_matches(r, loc, &parts, &ctx));
-    if !included {
+        let included = schema.file_rules.iter().any(|r| rule_matches(r, loc, &parts, &ctx, false));
+    let wrong_folder =
+        !included && schema.file_rules.iter().any(|r| rule_matches(r, loc, &parts, &ctx, true));
+    if wrong_folder {
+        out.push(issue(
+            "DATATYPE_MISMATCH",
+            Severity::Error,
+            Some(loc),
+            format!(
+                "The file's name is valid, but not in the '{}' folder.",
+                parts.datatype.as_deref().unwrap_or("(none)")
+            ),
+            "Move the file to the datatype folder its suffix belongs to (e.g. T1w in anat/).",
+        ));
+    } else if !included {
         out.push(issue(
             "NOT_INCLUDED",
             Severity::Error,
@@ -1374,9 +1464,10 @@ fn validate_file(
             .as_str()
             .unwrap_or("[0-9a-zA-Z]+");
         let ok = expr::regex_match(&format!("^(?:{pattern})$"), value);
-        if !ok && included {
+                if !ok && included {
+            let code = if value.is_empty() { "ENTITY_WITH_NO_LABEL" } else { "INVALID_ENTITY_LABEL" };
             let mut i = issue(
-                "INVALID_ENTITY_LABEL",
+                code,
                 Severity::Error,
                 Some(loc),
                 format!(
@@ -1387,6 +1478,9 @@ fn validate_file(
             i.sub_code = Some(long.clone());
             out.push(i);
         }
+    }
+        if included {
+        out.extend(location_and_order(schema, loc, &parts));
     }
     let holds =
         |rule_selectors: &[expr::Expr]| rule_selectors.iter().all(|s| truthy(&eval(s, &ctx)));

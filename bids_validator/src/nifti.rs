@@ -116,18 +116,11 @@ pub fn nifti_header(path: &Path) -> Result<Value, String> {
         )
     };
     let n = dim[0].clamp(0, 7) as usize;
-    let space = match xyzt & 0x07 {
-        1 => "meter",
-        2 => "mm",
-        3 => "um",
-        _ => "unknown",
-    };
-    let time = match xyzt & 0x38 {
-        8 => "sec",
-        16 => "msec",
-        24 => "usec",
-        _ => "unknown",
-    };
+        // Unit decoding and pixdim rounding exactly as the reference (nifti-reader based) does, so
+    // the schema's unit and timing checks trip at the same values.
+    let space = ["unknown", "meter", "mm", "um"][(xyzt & 0x03) as usize];
+    let time = ["unknown", "sec", "msec", "usec"][((xyzt >> 3) & 0x03) as usize];
+    let pixdim: Vec<f64> = pixdim.iter().map(|p| (p * 1000.0).round() / 1000.0).collect();
     Ok(json!({
         "dim_info": {"freq": dim_info & 3, "phase": (dim_info >> 2) & 3, "slice": (dim_info >> 4) & 3},
         "dim": dim,
