@@ -32,7 +32,7 @@ use expr::{Context, eval, truthy};
 use schema::{FieldRule, FileRule, Schema};
 
 /// How serious an issue is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The dataset is not valid BIDS.
@@ -79,23 +79,40 @@ pub struct Config {
     pub error: Vec<IssueFilter>,
 }
 
-/// Selects issues by code and/or location prefix.
+/// Selects issues by code, subCode and/or location. A location starting with `/` matches as a
+/// prefix (`/sub-01/`); otherwise it is a glob against the path without its leading slash
+/// (`sub-01/**`, `**/*_bold.json`), as in the reference's configuration files.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IssueFilter {
     /// Issue code.
     pub code: Option<String>,
-    /// Location prefix (`/sub-01/`).
+    /// Issue subCode (a field or column name).
+    #[serde(rename = "subCode")]
+    pub sub_code: Option<String>,
+    /// Location prefix or glob.
     pub location: Option<String>,
+    /// Severity the filter applies to (`error`, `warning`).
+    pub severity: Option<Severity>,
 }
 
 impl IssueFilter {
     fn matches(&self, i: &Issue) -> bool {
-        self.code.as_ref().is_none_or(|c| *c == i.code)
-            && self.location.as_ref().is_none_or(|l| {
-                i.location
-                    .as_deref()
-                    .is_some_and(|loc| loc.starts_with(l.as_str()))
-            })
+        let location_ok = match (&self.location, i.location.as_deref()) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(l), Some(loc)) if l.starts_with('/') => loc.starts_with(l.as_str()),
+            (Some(l), Some(loc)) => globset::Glob::new(l)
+                .map(|g| g.compile_matcher().is_match(loc.trim_start_matches('/')))
+                .unwrap_or(false),
+        };
+        location_ok
+            && self.code.as_ref().is_none_or(|c| *c == i.code)
+            && self
+                .sub_code
+                .as_ref()
+                .is_none_or(|c| i.sub_code.as_ref() == Some(c))
+            && self.severity.is_none_or(|s| s == i.severity)
     }
 }
 
@@ -112,13 +129,18 @@ impl Config {
         })
     }
 
+    /// Applies the filters in the reference's order: ignore, then warning, then error (the last
+    /// matching list wins).
     fn apply(&self, issue: &mut Issue) {
-        if self.ignore.iter().any(|f| f.matches(issue)) {
+        let original = issue.clone();
+        if self.ignore.iter().any(|f| f.matches(&original)) {
             issue.severity = Severity::Ignore;
-        } else if self.error.iter().any(|f| f.matches(issue)) {
-            issue.severity = Severity::Error;
-        } else if self.warning.iter().any(|f| f.matches(issue)) {
+        }
+        if self.warning.iter().any(|f| f.matches(&original)) {
             issue.severity = Severity::Warning;
+        }
+        if self.error.iter().any(|f| f.matches(&original)) {
+            issue.severity = Severity::Error;
         }
     }
 }
@@ -292,7 +314,7 @@ fn name_parts(schema: &Schema, path: &str) -> NameParts {
     }
     let dirs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let dt = match dirs.as_slice() {
-                [s, d, _] if s.starts_with("sub-") || s.starts_with("tpl-") => Some(*d),
+        [s, d, _] if s.starts_with("sub-") || s.starts_with("tpl-") => Some(*d),
         [s, ses, d, _]
             if (s.starts_with("sub-") || s.starts_with("tpl-"))
                 && (ses.starts_with("ses-") || ses.starts_with("cohort-")) =>
@@ -394,9 +416,20 @@ fn issue(
 
 /// Validates the dataset at `root`.
 pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError> {
+    validate_inner(root, options, &mut HashSet::new())
+}
+
+/// `visited` holds the canonical roots already validated, so a `derivatives/x -> ..` link cannot
+/// make `-r` recurse.
+fn validate_inner(
+    root: &Path,
+    options: &Options,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<Report, ValidatorError> {
     if !root.is_dir() {
         return Err(ValidatorError::NotADirectory(root.to_path_buf()));
     }
+    visited.insert(std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
     let schema = Schema::embedded();
     let mut issues = Vec::new();
     let ignore = bidsignore(root);
@@ -591,7 +624,11 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
             if name.starts_with('.') || !d.join("dataset_description.json").is_file() {
                 continue;
             }
-            let rep = validate(&d, options)?;
+            let canonical = std::fs::canonicalize(&d).unwrap_or_else(|_| d.clone());
+            if visited.contains(&canonical) {
+                continue;
+            }
+            let rep = validate_inner(&d, options, visited)?;
             derivatives.push((format!("/derivatives/{name}/"), rep));
         }
     }
@@ -696,7 +733,7 @@ fn read_text(path: &Path) -> Result<String, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let text = String::from_utf8(bytes).map_err(|_| NOT_UTF8.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| NOT_UTF8.to_string())?;
     // Spreadsheet exports start with a byte-order mark; it is not part of the first header.
     Ok(text
         .strip_prefix('\u{feff}')
@@ -722,7 +759,7 @@ fn read_tsv(path: &Path) -> Result<Tsv, String> {
         .map(|s| s.trim().to_string())
         .collect();
     let mut cols: Vec<Vec<Value>> = vec![Vec::new(); header.len()];
-        let mut empty_line = None;
+    let mut empty_line = None;
     let mut pending_empty = None;
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
@@ -852,7 +889,7 @@ fn rule_matches(
         && parts.datatype.is_none();
     // Files at the root (inheritance-level metadata such as `/bold.json`) need no entity at all.
     let at_root = depth == 1;
-        if !rule.datatypes.is_empty() && !inherited_sidecar && !ignore_datatype {
+    if !rule.datatypes.is_empty() && !inherited_sidecar && !ignore_datatype {
         match &parts.datatype {
             Some(d) if rule.datatypes.contains(d) => {}
             _ => return false,
@@ -1167,11 +1204,25 @@ fn conforms(v: &Value, def: &Value) -> bool {
 /// specification's order), as the reference checks them.
 fn location_and_order(schema: &Schema, path: &str, parts: &NameParts) -> Vec<Issue> {
     let mut out = Vec::new();
-    let value = |long: &str| parts.entities.iter().find(|(e, _)| e == long).map(|(_, v)| v.as_str());
+    let value = |long: &str| {
+        parts
+            .entities
+            .iter()
+            .find(|(e, _)| e == long)
+            .map(|(_, v)| v.as_str())
+    };
     for (top, sub) in [("subject", "session"), ("template", "cohort")] {
         let (tk, sk) = (
-            schema.entity_info.get(top).map(|x| x.0.as_str()).unwrap_or(top),
-            schema.entity_info.get(sub).map(|x| x.0.as_str()).unwrap_or(sub),
+            schema
+                .entity_info
+                .get(top)
+                .map(|x| x.0.as_str())
+                .unwrap_or(top),
+            schema
+                .entity_info
+                .get(sub)
+                .map(|x| x.0.as_str())
+                .unwrap_or(sub),
         );
         let Some(tv) = value(top) else { continue };
         let mut expected = format!("/{tk}-{tv}/");
@@ -1191,7 +1242,13 @@ fn location_and_order(schema: &Schema, path: &str, parts: &NameParts) -> Vec<Iss
         }
     }
     let mut ordered: Vec<&(String, String)> = parts.entities.iter().collect();
-    let rank = |e: &str| schema.entity_order.iter().position(|x| x == e).unwrap_or(usize::MAX);
+    let rank = |e: &str| {
+        schema
+            .entity_order
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or(usize::MAX)
+    };
     ordered.sort_by_key(|(e, _)| rank(e));
     let duplicated = {
         let mut seen = HashSet::new();
@@ -1222,7 +1279,7 @@ fn invalid_dirs(schema: &Schema, path: &str, derivative: bool) -> Vec<String> {
     };
     let mut first_bad = None;
     for (i, d) in dirs.iter().enumerate() {
-                // Derivative datasets may also hold templates: tpl-<label>[/cohort-<label>]/<datatype>/.
+        // Derivative datasets may also hold templates: tpl-<label>[/cohort-<label>]/<datatype>/.
         let top = dirs[0].starts_with("sub-") || (derivative && dirs[0].starts_with("tpl-"));
         let second = |x: &str| x.starts_with("ses-") || (derivative && x.starts_with("cohort-"));
         let ok = match i {
@@ -1407,7 +1464,7 @@ fn validate_file(
                 tsv_header = t.header;
                 values.insert("columns".into(), Value::Object(t.columns));
             }
-                        Err(e) if e == NOT_UTF8 => out.push(issue(
+            Err(e) if e == NOT_UTF8 => out.push(issue(
                 "INVALID_FILE_ENCODING",
                 Severity::Error,
                 Some(loc),
@@ -1430,9 +1487,15 @@ fn validate_file(
     };
 
     // Filename rules.
-        let included = schema.file_rules.iter().any(|r| rule_matches(r, loc, &parts, &ctx, false));
-    let wrong_folder =
-        !included && schema.file_rules.iter().any(|r| rule_matches(r, loc, &parts, &ctx, true));
+    let included = schema
+        .file_rules
+        .iter()
+        .any(|r| rule_matches(r, loc, &parts, &ctx, false));
+    let wrong_folder = !included
+        && schema
+            .file_rules
+            .iter()
+            .any(|r| rule_matches(r, loc, &parts, &ctx, true));
     if wrong_folder {
         out.push(issue(
             "DATATYPE_MISMATCH",
@@ -1464,8 +1527,12 @@ fn validate_file(
             .as_str()
             .unwrap_or("[0-9a-zA-Z]+");
         let ok = expr::regex_match(&format!("^(?:{pattern})$"), value);
-                if !ok && included {
-            let code = if value.is_empty() { "ENTITY_WITH_NO_LABEL" } else { "INVALID_ENTITY_LABEL" };
+        if !ok && included {
+            let code = if value.is_empty() {
+                "ENTITY_WITH_NO_LABEL"
+            } else {
+                "INVALID_ENTITY_LABEL"
+            };
             let mut i = issue(
                 code,
                 Severity::Error,
@@ -1479,7 +1546,7 @@ fn validate_file(
             out.push(i);
         }
     }
-        if included {
+    if included {
         out.extend(location_and_order(schema, loc, &parts));
     }
     let holds =

@@ -116,11 +116,14 @@ pub fn nifti_header(path: &Path) -> Result<Value, String> {
         )
     };
     let n = dim[0].clamp(0, 7) as usize;
-        // Unit decoding and pixdim rounding exactly as the reference (nifti-reader based) does, so
+    // Unit decoding and pixdim rounding exactly as the reference (nifti-reader based) does, so
     // the schema's unit and timing checks trip at the same values.
     let space = ["unknown", "meter", "mm", "um"][(xyzt & 0x03) as usize];
     let time = ["unknown", "sec", "msec", "usec"][((xyzt >> 3) & 0x03) as usize];
-    let pixdim: Vec<f64> = pixdim.iter().map(|p| (p * 1000.0).round() / 1000.0).collect();
+    let pixdim: Vec<f64> = pixdim
+        .iter()
+        .map(|p| (p * 1000.0).round() / 1000.0)
+        .collect();
     Ok(json!({
         "dim_info": {"freq": dim_info & 3, "phase": (dim_info >> 2) & 3, "slice": (dim_info >> 4) & 3},
         "dim": dim,

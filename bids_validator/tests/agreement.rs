@@ -193,6 +193,17 @@ fn junk_never_panics() {
     .unwrap();
     std::fs::write(root.join("sub-02/anat/sub-02_T1w.json"), "\u{0}\u{1}binary").unwrap();
     std::fs::write(root.join("sub-02/anat/sub-02_T2w.nii"), vec![0x5c; 600]).unwrap();
+    // A FIFO named like a sidecar must not block, a derivatives link back to the root must not loop.
+    let fifo = root.join("sub-02/anat/sub-02_T2w.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir_all(root.join("derivatives")).unwrap();
+    std::os::unix::fs::symlink(root, root.join("derivatives/again")).unwrap();
     let report = bids_validator::validate(
         root,
         &bids_validator::Options {
@@ -208,4 +219,39 @@ fn junk_never_panics() {
     );
     assert!(codes.contains("NIFTI_HEADER_UNREADABLE"), "{codes:?}");
     assert!(bids_validator::validate(&root.join("missing"), &Default::default()).is_err());
+}
+
+#[test]
+fn configuration_filters_like_the_reference() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = d.path().join("ds");
+    copy_tree(&repo().join("examples/multisite"), &ds);
+    std::fs::write(ds.join("sub-02/anat/sub-02_T1w.nii.gz"), b"").unwrap();
+    std::fs::write(ds.join("sub-01/anat/sub-01_T1w.nii.gz"), b"").unwrap();
+    let run = |config: &str| {
+        let config: bids_validator::Config = serde_json::from_str(config).unwrap();
+        let options = bids_validator::Options {
+            config,
+            ..Default::default()
+        };
+        let report = bids_validator::validate(&ds, &options).unwrap();
+        report
+            .errors()
+            .iter()
+            .map(|i| format!("{} {}", i.code, i.location.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("{}").len(), 4);
+    // A glob location (no leading slash) and a prefix location.
+    assert_eq!(run(r#"{"ignore": [{"location": "sub-01/**"}]}"#).len(), 2);
+    assert_eq!(run(r#"{"ignore": [{"location": "/sub-02/"}]}"#).len(), 2);
+    // Code and subCode narrow the filter; error wins over ignore.
+    assert_eq!(run(r#"{"ignore": [{"code": "EMPTY_FILE"}]}"#).len(), 2);
+    assert_eq!(
+        run(r#"{"ignore": [{"code": "EMPTY_FILE"}], "error": [{"code": "EMPTY_FILE", "location": "/sub-01/"}]}"#).len(),
+        3
+    );
+    assert!(
+        serde_json::from_str::<bids_validator::Config>(r#"{"ignore": [{"cod": "X"}]}"#).is_err()
+    );
 }

@@ -346,6 +346,24 @@ impl Settings {
             )
         })?;
         let default_validator_config = bids_dir.join(".bids-validator-config.json");
+        let validator_config = match &args.bids_validator_config {
+            Some(p) if !p.is_file() => {
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!("{}: --bids-validator-config not found", p.display()),
+                ));
+            }
+            Some(p) => Some(resolve(p)),
+            None => Some(default_validator_config).filter(|p| p.is_file()),
+        };
+        if let Some(p) = &validator_config {
+            bids_validator::Config::read(p).map_err(|e| {
+                cli_err(
+                    ExitStatus::Usage,
+                    format!("{e}; expected {{\"ignore\": [{{\"code\": \"EMPTY_FILE\"}}], \"warning\": [...], \"error\": [...]}}"),
+                )
+            })?;
+        }
         Ok(Settings {
             bids_dir,
             output_dir,
@@ -356,16 +374,7 @@ impl Settings {
             derivatives,
             work_dir,
             skip_validation: args.skip_bids_validation,
-            validator_config: match &args.bids_validator_config {
-                Some(p) if !p.is_file() => {
-                    return Err(cli_err(
-                        ExitStatus::NoInput,
-                        format!("{}: --bids-validator-config not found", p.display()),
-                    ));
-                }
-                Some(p) => Some(resolve(p)),
-                None => Some(default_validator_config).filter(|p| p.is_file()),
-            },
+            validator_config,
             nprocs,
             omp_nthreads,
             mem_mb,

@@ -231,6 +231,20 @@ fn missing_session_dataset_is_rejected() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("0 errors"), "{stderr}");
+    // A configuration that is not one is a usage error, named.
+    std::fs::write(&config, r#"{"ignore": [{"cod": "EMPTY_FILE"}]}"#).unwrap();
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--bids-validator-config",
+        config
+    ]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("config.json") && stderr.contains("cod"),
+        "{stderr}"
+    );
 }
 
 /// A writable copy of the example dataset with one file replaced.
