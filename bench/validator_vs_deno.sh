@@ -39,5 +39,7 @@ echo "# $(date -u +%F) $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cu
 for _ in $(seq "${RS_RUNS:-3}"); do run "bids-validator-rs" "$RS" --json "$ROOT"; done
 python3 -c "import json,sys,collections; r=json.load(open('$OUT/out')); print('  rs found', dict(collections.Counter((i['severity'], i['code']) for i in r['issues']['issues'])))"
 for _ in $(seq "${DENO_RUNS:-1}"); do run "bids-validator-deno $(NO_COLOR=1 "$VALIDATOR" --version 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep -o '[0-9][0-9.]*' | head -1)" "$VALIDATOR" --format json "$ROOT"; done
-python3 -c "import json,sys,collections; r=json.load(open('$OUT/out')); print('  deno found', dict(collections.Counter((i['severity'], i['code']) for i in r['issues']['issues'])))"
+if [ "${DENO_RUNS:-1}" -gt 0 ]; then
+  python3 -c "import json,sys,collections; r=json.load(open('$OUT/out')); print('  deno found', dict(collections.Counter((i['severity'], i['code']) for i in r['issues']['issues'])))"
+fi
 rm -rf "$OUT"
