@@ -419,6 +419,26 @@ pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidatorError
     validate_inner(root, options, &mut HashSet::new())
 }
 
+/// The derivative datasets nested in a dataset: `root/derivatives/<name>/` folders (not hidden)
+/// that hold a `dataset_description.json`, sorted by name.
+pub fn nested_derivatives(root: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(root.join("derivatives")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            !hidden && p.is_dir() && p.join("dataset_description.json").is_file()
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// `visited` holds the canonical roots already validated, so a `derivatives/x -> ..` link cannot
 /// make `-r` recurse.
 fn validate_inner(
@@ -607,23 +627,12 @@ fn validate_inner(
         .dedup_by(|a, b| a.location == b.location && a.code == b.code && a.sub_code == b.sub_code);
 
     let mut derivatives = Vec::new();
-    if options.recursive
-        && let Ok(rd) = std::fs::read_dir(root.join("derivatives"))
-    {
-        let mut dirs: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
-        for d in dirs {
+    if options.recursive {
+        for d in nested_derivatives(root) {
             let name = d
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.starts_with('.') || !d.join("dataset_description.json").is_file() {
-                continue;
-            }
             let canonical = std::fs::canonicalize(&d).unwrap_or_else(|_| d.clone());
             if visited.contains(&canonical) {
                 continue;

@@ -155,23 +155,11 @@ impl Layout {
         // (root, strict): derivatives found under BIDS_DIR/derivatives are auxiliary, so their
         // problems are warnings; folders the user named are checked like the input.
         let mut derivative_roots: Vec<(PathBuf, bool)> = Vec::new();
-        let nested = root.join("derivatives");
-        if let Ok(rd) = std::fs::read_dir(&nested) {
-            let mut dirs: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            dirs.sort();
-            for d in dirs {
-                let hidden = d
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if !hidden && d.join("dataset_description.json").is_file() {
-                    derivative_roots.push((d, false));
-                }
-            }
-        }
+        derivative_roots.extend(
+            bids_validator::nested_derivatives(root)
+                .into_iter()
+                .map(|d| (d, false)),
+        );
         for d in &options.derivatives {
             if !d.is_dir() {
                 return Err(BidsError::Derivatives {
