@@ -10,7 +10,9 @@ pub mod nifti_io;
 pub mod orientation;
 
 pub use error::VolumeError;
-pub use nifti_io::{HeaderSummary, OutputDtype, XformCode, read_nifti, write_nifti};
+pub use nifti_io::{
+    HeaderSummary, OutputDtype, XformCode, read_nifti, read_nifti_bytes, write_nifti,
+};
 pub use orientation::{axcodes, to_closest_canonical};
 
 use nalgebra::{Matrix4, Vector4};

@@ -434,7 +434,29 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
         path: p(),
         source: e,
     })?;
-    let mut file = BufReader::with_capacity(1 << 16, file);
+    decode(path, BufReader::with_capacity(1 << 16, file), meta.len())
+}
+
+/// Reads a NIfTI image held in memory (e.g. embedded in the binary); `label` names it in errors.
+pub fn read_nifti_bytes(
+    label: &Path,
+    bytes: &[u8],
+) -> Result<(Volume, HeaderSummary), VolumeError> {
+    if bytes.is_empty() {
+        return Err(VolumeError::Empty {
+            path: label.to_path_buf(),
+        });
+    }
+    decode(label, bytes, bytes.len() as u64)
+}
+
+/// Decodes a NIfTI stream of `file_len` bytes (compressed or not).
+fn decode(
+    path: &Path,
+    mut file: impl Read,
+    file_len: u64,
+) -> Result<(Volume, HeaderSummary), VolumeError> {
+    let p = || path.to_path_buf();
     let mut magic = [0u8; 2];
     let got = read_full(&mut file, &mut magic).map_err(|e| io_err(path, e))?;
     let head = std::io::Cursor::new(magic[..got].to_vec());
@@ -458,12 +480,12 @@ pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
     let vox_offset = data_offset(path, &header)?;
     let n_voxels = dims.iter().product::<usize>();
     let n_bytes = n_voxels as u64 * raw_type.size() as u64;
-    if !gz && vox_offset + n_bytes > meta.len() {
+    if !gz && vox_offset + n_bytes > file_len {
         return Err(VolumeError::Truncated {
             path: p(),
             reason: format!(
                 "header promises {n_bytes} bytes of voxel data from offset {vox_offset}, the file has {} bytes",
-                meta.len()
+                file_len
             ),
         });
     }
