@@ -2,5 +2,6 @@ mod cli;
 mod layout;
 mod nifti;
 mod participant;
+mod transforms;
 mod util;
 mod validator;
