@@ -157,6 +157,16 @@ impl DerivativesDataset {
         let ds = DerivativesDataset {
             root: root.to_path_buf(),
         };
+        // Dataset-level files are written under one lock, which also makes it safe to remove the
+        // temporaries a killed job left at the root (no live writer can own one meanwhile).
+        let _dataset_lock = ds.lock_key("dataset")?;
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let desc_path = root.join("dataset_description.json");
         let url = file_url(&source.root);
         let description = json!({
@@ -304,12 +314,17 @@ impl DerivativesDataset {
     /// Takes the exclusive lock for the outputs of one source file, waiting while another process
     /// (or thread) holds it. Locks live in `OUTPUT_DIR/.hcld/locks/`.
     pub fn lock(&self, name: &DerivativeName) -> Result<OutputLock, DerivativesError> {
+        self.lock_key(&name.source_key())
+    }
+
+    /// Takes the lock named `key` (a file in `OUTPUT_DIR/.hcld/locks/`), waiting for it.
+    fn lock_key(&self, key: &str) -> Result<OutputLock, DerivativesError> {
         let dir = self.root.join(".hcld").join("locks");
         std::fs::create_dir_all(&dir).map_err(|e| DerivativesError::CannotCreate {
             path: dir.clone(),
             source: e,
         })?;
-        let path = dir.join(format!("{}.lock", name.source_key()));
+        let path = dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
