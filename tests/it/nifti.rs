@@ -243,12 +243,7 @@ fn broken_files_give_errors_not_panics() {
 /// `HCLD_REQUIRE_NIBABEL=1` (set by `.ci/run`).
 #[test]
 fn written_files_read_back_identically_in_nibabel() {
-    let Some(python) = std::env::var_os("HCLD_NIBABEL_PYTHON") else {
-        assert!(
-            std::env::var("HCLD_REQUIRE_NIBABEL").as_deref() != Ok("1"),
-            "HCLD_REQUIRE_NIBABEL=1 but HCLD_NIBABEL_PYTHON is not set"
-        );
-        eprintln!("SKIPPED: set HCLD_NIBABEL_PYTHON to a python with nibabel");
+    let Some(python) = super::util::optional_python("NIBABEL") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

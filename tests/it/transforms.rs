@@ -7,12 +7,7 @@ use nalgebra::Matrix4;
 
 #[test]
 fn simpleitk_maps_points_like_hcld() {
-    let Some(python) = std::env::var_os("HCLD_SIMPLEITK_PYTHON") else {
-        assert!(
-            std::env::var("HCLD_REQUIRE_SIMPLEITK").as_deref() != Ok("1"),
-            "HCLD_REQUIRE_SIMPLEITK=1 but HCLD_SIMPLEITK_PYTHON is not set"
-        );
-        eprintln!("SKIPPED: set HCLD_SIMPLEITK_PYTHON to a python with SimpleITK");
+    let Some(python) = super::util::optional_python("SIMPLEITK") else {
         return;
     };
     let r = nalgebra::Rotation3::from_euler_angles(0.2, 0.1, -0.25);

@@ -133,3 +133,19 @@ pub fn assert_valid_bids(dataset: &Path) {
         dataset.display()
     );
 }
+
+/// A Python interpreter for an optional cross-check, from `HCLD_<TOOL>_PYTHON`. `None` (the test
+/// then says it skipped) unless `HCLD_REQUIRE_<TOOL>=1`, as `.ci/run` sets, where it must exist.
+pub fn optional_python(tool: &str) -> Option<std::ffi::OsString> {
+    let var = format!("HCLD_{tool}_PYTHON");
+    let require = format!("HCLD_REQUIRE_{tool}");
+    let found = std::env::var_os(&var);
+    if found.is_none() {
+        assert!(
+            std::env::var(&require).as_deref() != Ok("1"),
+            "{require}=1 but {var} is not set"
+        );
+        eprintln!("SKIPPED: set {var} to a python with the {tool} package");
+    }
+    found
+}
