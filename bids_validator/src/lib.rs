@@ -805,8 +805,13 @@ fn read_tsv(path: &Path) -> Result<Tsv, String> {
     })
 }
 
-/// The inherited sidecar of a data file: every `.json` with the same suffix in its folder or above
-/// whose entities are a subset of the file's, less specific first.
+/// Marker in a sidecar's origin map: several sidecars at one level applied and none matched the
+/// file exactly (reported as `MULTIPLE_INHERITABLE_FILES`).
+const AMBIGUOUS_SIDECARS: &str = "\u{0}ambiguous";
+
+/// The inherited sidecar of a data file: per folder level from the root down, the `.json` with the
+/// same suffix whose entities are a subset of the file's (deeper levels override).
+
 fn sidecar(
     info: &DatasetInfo,
     path: &str,
@@ -842,8 +847,30 @@ fn sidecar(
         }
     }
     candidates.sort();
-    let used: Vec<String> = candidates.iter().map(|(_, _, p)| p.to_string()).collect();
-    for (_, _, p) in candidates {
+    // As the reference: at each folder level one sidecar applies. Several candidates at one level
+    // resolve to the one with exactly the file's entities; without one the metadata is ambiguous.
+    let mut chosen: Vec<(usize, usize, &str)> = Vec::new();
+    let mut ambiguous: Option<&str> = None;
+    for depth in 0..dirs.len() {
+        let level: Vec<_> = candidates
+            .iter()
+            .filter(|c| c.0 == depth)
+            .copied()
+            .collect();
+        match level.as_slice() {
+            [] => {}
+            [one] => chosen.push(*one),
+            many => match many.iter().find(|c| c.1 == parts.entities.len()) {
+                Some(exact) => chosen.push(*exact),
+                None => ambiguous = ambiguous.or(Some(many[0].2)),
+            },
+        }
+    }
+    let used: Vec<String> = chosen.iter().map(|(_, _, p)| p.to_string()).collect();
+    if let Some(first) = ambiguous {
+        origin.insert(AMBIGUOUS_SIDECARS.to_string(), first.to_string());
+    }
+    for (_, _, p) in chosen {
         if let Ok(Value::Object(m)) = read_text(&info.root.join(p.trim_start_matches('/')))
             .map_err(|_| ())
             .and_then(|t| serde_json::from_str(&t).map_err(|_| ()))
@@ -863,6 +890,7 @@ fn rule_matches(
     parts: &NameParts,
     ctx: &FileContext,
     ignore_datatype: bool,
+    ignore_required: bool,
 ) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     let depth = path.matches('/').count();
@@ -915,9 +943,8 @@ fn rule_matches(
         .all(|(e, _)| {
             parts.entities.iter().any(|(x, _)| x == e)
                             || (inherited_sidecar && (at_root || e == "subject" || e == "session"))
-            // Sidecars may leave out entities their data files need (inheritance within a folder),
-            // and derivative datasets are not held to raw required entities (as the reference).
-            || parts.extension == ".json"
+                        // Derivative datasets are not held to raw required entities (as the reference).
+            || ignore_required
             || ctx.info.is_derivative
         })
 }
@@ -1406,6 +1433,16 @@ fn validate_file(
         sidecar(info, loc, &parts)
     };
     values.insert("sidecar".into(), Value::Object(sidecar_fields.clone()));
+    if let Some(first) = sidecar_origin.get(AMBIGUOUS_SIDECARS) {
+        // Reported at the first competing sidecar, as the reference does.
+        out.push(issue(
+            "MULTIPLE_INHERITABLE_FILES",
+            Severity::Error,
+            Some(first),
+            "Several sidecars at one folder level apply to this file and none matches its entities exactly.".into(),
+            "Keep one sidecar per level, or add one named exactly like the data file.",
+        ));
+    }
     if is_nifti && !options.ignore_nifti_headers && !entry.dangling {
         match nifti::nifti_header(&abs) {
             Ok(h) => {
@@ -1496,15 +1533,27 @@ fn validate_file(
     };
 
     // Filename rules.
-    let included = schema
-        .file_rules
-        .iter()
-        .any(|r| rule_matches(r, loc, &parts, &ctx, false));
-    let wrong_folder = !included
-        && schema
+    let matches = |ignore_datatype, ignore_required| {
+        schema
             .file_rules
             .iter()
-            .any(|r| rule_matches(r, loc, &parts, &ctx, true));
+            .any(|r| rule_matches(r, loc, &parts, &ctx, ignore_datatype, ignore_required))
+    };
+    let strict = matches(false, false);
+    // A name that would be valid but lacks an entity its rule requires is still identified (so its
+    // sidecar and checks apply) and reported as such, as the reference does.
+    let missing_required = !strict && matches(false, true);
+    let included = strict || missing_required;
+    let wrong_folder = !included && matches(true, false);
+    if missing_required {
+        out.push(issue(
+            "MISSING_REQUIRED_ENTITY",
+            Severity::Error,
+            Some(loc),
+            "The file's name lacks an entity its suffix requires (e.g. inv- for MP2RAGE, echo- for MEGRE).".into(),
+            "Add the required entity to the file name.",
+        ));
+    }
     if wrong_folder {
         out.push(issue(
             "DATATYPE_MISMATCH",
