@@ -811,7 +811,6 @@ const AMBIGUOUS_SIDECARS: &str = "\u{0}ambiguous";
 
 /// The inherited sidecar of a data file: per folder level from the root down, the `.json` with the
 /// same suffix whose entities are a subset of the file's (deeper levels override).
-
 fn sidecar(
     info: &DatasetInfo,
     path: &str,
