@@ -340,6 +340,8 @@ struct DatasetInfo<'a> {
     files: Vec<FileEntry>,
     paths: HashSet<String>,
 
+    /// Parsed names, parallel to `files`.
+    names: Vec<NameParts>,
     json_by_dir: HashMap<String, Vec<usize>>,
     dataset: Value,
     is_derivative: bool,
@@ -454,6 +456,8 @@ fn validate_inner(
     let mut issues = Vec::new();
     let ignore = bidsignore(root);
     let files = walk(root, schema, &ignore);
+    // Every file name is parsed once: sidecar lookups consult the same names for every data file.
+    let names: Vec<NameParts> = files.iter().map(|f| name_parts(schema, &f.path)).collect();
     let paths: HashSet<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut json_by_dir: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, f) in files.iter().enumerate() {
@@ -504,16 +508,15 @@ fn validate_inner(
     let mut subjects = BTreeSet::new();
     let mut sessions = BTreeSet::new();
     let mut datatypes = BTreeSet::new();
-    for f in &files {
+    for (f, p) in files.iter().zip(&names) {
         let mut dirs = f.path.trim_start_matches('/').split('/');
         if let (Some(s), Some(_)) = (dirs.next(), f.path.matches('/').nth(1))
             && s.starts_with("sub-")
         {
             subjects.insert(s.to_string());
         }
-        let p = name_parts(schema, &f.path);
-        if let Some(dt) = p.datatype {
-            datatypes.insert(dt);
+        if let Some(dt) = &p.datatype {
+            datatypes.insert(dt.clone());
         }
         if let Some((_, ses)) = p.entities.iter().find(|(e, _)| e == "session") {
             sessions.insert(ses.clone());
@@ -576,11 +579,13 @@ fn validate_inner(
         dataset,
         is_derivative,
         files,
+        names,
     };
     let per_file: Vec<(Vec<Issue>, Vec<String>)> = info
         .files
         .par_iter()
-        .map(|entry| validate_file(&info, entry, options))
+        .zip(info.names.par_iter())
+        .map(|(entry, parts)| validate_file(&info, entry, parts, options))
         .collect();
     let mut used_sidecars = HashSet::new();
     for (file_issues, used) in per_file {
@@ -589,12 +594,12 @@ fn validate_inner(
     }
     // A JSON that no data file inherits from is an orphan (the reference's rule: what matters is
     // use, not a data file with the same stem).
-    for f in info
+    for (f, parts) in info
         .files
         .iter()
-        .filter(|f| f.path.ends_with(".json") && !used_sidecars.contains(&f.path))
+        .zip(&info.names)
+        .filter(|(f, _)| f.path.ends_with(".json") && !used_sidecars.contains(&f.path))
     {
-        let parts = name_parts(schema, &f.path);
         // As the reference: every JSON no data file inherited from, except the standalone files
         // (`dataset_description.json`, `genetic_info.json`) and JSON-only data (`*_coordsystem.json`).
         let standalone =
@@ -836,7 +841,7 @@ fn sidecar(
             if j.path == path {
                 continue;
             }
-            let jp = name_parts(info.schema, &j.path);
+            let jp = &info.names[i];
             if jp.suffix.as_ref() != Some(suffix) || jp.unknown_entity {
                 continue;
             }
@@ -1340,6 +1345,7 @@ fn invalid_dirs(schema: &Schema, path: &str, derivative: bool) -> Vec<String> {
 fn validate_file(
     info: &DatasetInfo,
     entry: &FileEntry,
+    parts: &NameParts,
     options: &Options,
 ) -> (Vec<Issue>, Vec<String>) {
     let schema = info.schema;
@@ -1376,7 +1382,6 @@ fn validate_file(
         }
         return (out, Vec::new());
     }
-    let parts = name_parts(schema, loc);
     let is_nifti = parts.extension == ".nii" || parts.extension == ".nii.gz";
     let abs = info.root.join(loc.trim_start_matches('/'));
     if entry.size == 0 && !entry.dangling {
@@ -1429,7 +1434,7 @@ fn validate_file(
     let (sidecar_fields, sidecar_origin, used_sidecars) = if is_json {
         (Map::new(), HashMap::new(), Vec::new())
     } else {
-        sidecar(info, loc, &parts)
+        sidecar(info, loc, parts)
     };
     values.insert("sidecar".into(), Value::Object(sidecar_fields.clone()));
     if let Some(first) = sidecar_origin.get(AMBIGUOUS_SIDECARS) {
@@ -1536,7 +1541,7 @@ fn validate_file(
         schema
             .file_rules
             .iter()
-            .any(|r| rule_matches(r, loc, &parts, &ctx, ignore_datatype, ignore_required))
+            .any(|r| rule_matches(r, loc, parts, &ctx, ignore_datatype, ignore_required))
     };
     let strict = matches(false, false);
     // A name that would be valid but lacks an entity its rule requires is still identified (so its
@@ -1604,7 +1609,7 @@ fn validate_file(
         }
     }
     if included {
-        out.extend(location_and_order(schema, loc, &parts));
+        out.extend(location_and_order(schema, loc, parts));
     }
     let holds =
         |rule_selectors: &[expr::Expr]| rule_selectors.iter().all(|s| truthy(&eval(s, &ctx)));
