@@ -1,10 +1,20 @@
-//! Pure preprocessing steps, `Volume → Volume`: they never walk directories or choose file names.
+//! Pure preprocessing steps, `Volume → Volume (+ transform)`: they never walk directories or
+//! choose file names.
 //!
-//! Today: robust intensity scaling ([`intensity`]), world-coordinate resampling ([`resample`]),
-//! ITK affine transform files ([`itk`]) and the embedded MNI template with its model grids
-//! ([`template`]). Registration, bias correction and masking join here as they land.
+//! - [`filter`]: Gaussian smoothing, resolution pyramids, robust percentiles.
+//! - [`resample`]: world-coordinate resampling (nearest, trilinear, cubic B-spline).
+//! - [`mattes`] and [`register`]: Mattes mutual information and multi-resolution affine
+//!   registration.
+//! - [`itk`]: ITK affine transform text files.
+//! - [`template`]: the embedded MNI template, its head template and the model grids.
+//! - [`intensity`]: robust intensity scaling.
 
+pub mod filter;
 pub mod intensity;
 pub mod itk;
+pub mod mattes;
+pub mod morphology;
+pub mod register;
 pub mod resample;
 pub mod template;
+pub mod template_registration;

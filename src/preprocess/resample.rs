@@ -62,12 +62,25 @@ pub fn resample(
     interpolation: Interpolation,
     fill: f32,
 ) -> Result<Volume, ResampleError> {
+    resample_mapped(source, target, &Matrix4::identity(), interpolation, fill)
+}
+
+/// Resamples `source` onto `target` through a world-space point map `target_to_source` (RAS mm):
+/// the target voxel at world point `x` takes the source's value at `target_to_source · x`. This is
+/// how a registration is applied (the ITK `mode-image` transform is exactly such a map).
+pub fn resample_mapped(
+    source: &Volume,
+    target: &Grid,
+    target_to_source: &Matrix4<f64>,
+    interpolation: Interpolation,
+    fill: f32,
+) -> Result<Volume, ResampleError> {
     let inv = source
         .affine()
         .try_inverse()
         .ok_or(ResampleError::SingularAffine)?;
     // target voxel -> source voxel, in one matrix.
-    let map = inv * target.affine;
+    let map = inv * target_to_source * target.affine;
     let coefficients;
     let samples: &[f32] = match interpolation {
         Interpolation::CubicBSpline => {

@@ -21,6 +21,8 @@ const GM: &[u8] =
     include_bytes!("../../data/template/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz");
 const WM: &[u8] =
     include_bytes!("../../data/template/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz");
+const HEAD: &[u8] =
+    include_bytes!("../../data/template/tpl-MNI152NLin2009aSym_res-02_desc-head_T1w.nii.gz");
 
 /// Which embedded image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub enum TemplateImage {
     GreyMatter,
     /// White-matter probability (0..1).
     WhiteMatter,
+    /// Full-head T1w at 2 mm (Colin27 aligned to the ICBM brain; made by
+    /// `examples/make_head_template.rs`), the fixed image for inputs that still have a skull.
+    HeadT1w,
 }
 
 impl TemplateImage {
@@ -47,6 +52,10 @@ impl TemplateImage {
             TemplateImage::WhiteMatter => {
                 (WM, "tpl-MNI152NLin2009aSym_label-WM_probseg (embedded)")
             }
+            TemplateImage::HeadT1w => (
+                HEAD,
+                "tpl-MNI152NLin2009aSym_res-02_desc-head_T1w (embedded)",
+            ),
         }
     }
 
@@ -66,9 +75,10 @@ impl TemplateImage {
     }
 }
 
-/// A model grid of isotropic `res_mm` voxels covering the template's field of view, RAS+, with the
-/// world origin where the template has it (so `res-1` is the template grid itself).
-pub fn model_grid(template: &Volume, res_mm: f64) -> Grid {
+/// A grid of isotropic `res_mm` voxels covering the template's whole field of view (head and
+/// neck included), RAS+, with the first voxel's outer corner where the template has it (so `res-1`
+/// is the template grid itself).
+pub fn template_grid(template: &Volume, res_mm: f64) -> Grid {
     let dims = template.dims();
     let vs = template.voxel_sizes();
     let extent = [
@@ -88,6 +98,31 @@ pub fn model_grid(template: &Volume, res_mm: f64) -> Grid {
         dims: new_dims,
         affine,
     }
+}
+
+/// Field of view of the model grid (mm): 192 × 224 × 192 holds every brain in MNI space with a
+/// margin, and gives dimensions divisible by 16 (the autoencoder's ×4 and the UNet's ×4) at both
+/// 1 mm (192×224×192) and 2 mm (96×112×96).
+pub const MODEL_EXTENT_MM: [f64; 3] = [192.0, 224.0, 192.0];
+
+/// The model grid at `res_mm` (1 or 2): [`MODEL_EXTENT_MM`] centred on the template brain mask's
+/// bounding box, on the template's voxel lattice (so res-1 is a crop of the template grid).
+pub fn model_grid(res_mm: f64) -> Grid {
+    // The bounding box of the embedded brain mask, measured once with nibabel (voxels x 26..170,
+    // y 27..207, z 0..154 of the 1 mm template: 145 × 181 × 155 mm, centre at world (0, -17, 5)),
+    // written as world mm so no image has to be decoded to build a grid; a test checks it.
+    let brain_centre = [0.0, -17.0, 5.0];
+    let mut affine = Matrix4::identity();
+    let mut dims = [0usize; 3];
+    for ax in 0..3 {
+        dims[ax] = (MODEL_EXTENT_MM[ax] / res_mm).round() as usize;
+        affine[(ax, ax)] = res_mm;
+        // First voxel centre: half the extent below the centre, plus half a voxel, rounded to the
+        // template lattice (integer mm).
+        let first = brain_centre[ax] - MODEL_EXTENT_MM[ax] / 2.0 + res_mm / 2.0;
+        affine[(ax, 3)] = first.round();
+    }
+    Grid { dims, affine }
 }
 
 #[cfg(test)]
@@ -116,10 +151,10 @@ mod tests {
     #[test]
     fn model_grids_cover_the_template() {
         let t1 = TemplateImage::T1w.load().unwrap();
-        let g1 = model_grid(&t1, 1.0);
+        let g1 = template_grid(&t1, 1.0);
         assert_eq!(g1.dims, t1.dims());
         assert!((g1.affine - t1.affine()).abs().max() < 1e-9);
-        let g2 = model_grid(&t1, 2.0);
+        let g2 = template_grid(&t1, 2.0);
         assert_eq!(g2.dims, [99, 117, 95]);
         let r = crate::preprocess::resample::resample(
             &t1,
@@ -131,5 +166,34 @@ mod tests {
         let mean =
             |v: &Volume| v.data().iter().map(|&x| x as f64).sum::<f64>() / v.data().len() as f64;
         assert!((mean(&r) - mean(&t1)).abs() / mean(&t1) < 0.02);
+    }
+
+    #[test]
+    fn model_grids_hold_the_whole_brain_with_dimensions_divisible_by_16() {
+        let mask = TemplateImage::BrainMask.load().unwrap();
+        for (res, want) in [(1.0, [192, 224, 192]), (2.0, [96, 112, 96])] {
+            let g = model_grid(res);
+            assert_eq!(g.dims, want);
+            let inv = g.affine.try_inverse().unwrap();
+            let [nx, ny, nz] = mask.dims();
+            for k in 0..nz {
+                for j in 0..ny {
+                    for i in 0..nx {
+                        if mask.get(i, j, k) > 0.5 {
+                            let w = mask.voxel_to_world(i as f64, j as f64, k as f64);
+                            let v = inv * nalgebra::Vector4::new(w[0], w[1], w[2], 1.0);
+                            for ax in 0..3 {
+                                assert!(
+                                    v[ax] > 0.0 && v[ax] < want[ax] as f64 - 1.0,
+                                    "{res} mm: {w:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // On the template lattice: voxel centres at integer (1 mm) or odd (2 mm) mm.
+            assert_eq!(g.affine[(0, 3)].fract(), 0.0);
+        }
     }
 }

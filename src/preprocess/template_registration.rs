@@ -1,0 +1,286 @@
+//! Registration of one subject's T1w to the embedded MNI152NLin2009aSym template, with the fixed
+//! image chosen by what the input is (`../shared/design/preprocessing.md`: a head must be fitted to
+//! a head, a brain to a brain):
+//!
+//! - **full head**: moments initialisation and rigid → affine (8, 4 mm) against the full-head
+//!   template, then an affine refinement (4, 2 mm) against the ICBM brain restricted to the brain
+//!   mask dilated by 8 mm, which pins the fit to the brain rather than the scalp;
+//! - **skull-stripped**: moments initialisation and rigid → affine (8, 4, 2 mm) against the ICBM
+//!   brain.
+//!
+//! The fixed images are prepared once per process and shared by every subject. The fit is checked:
+//! implausible scales are an error, a low brain correlation with the template a QC warning.
+
+use std::sync::OnceLock;
+
+use nalgebra::Matrix3;
+use serde::Serialize;
+
+use super::itk::WorldAffine;
+use super::morphology::dilate;
+use super::register::{
+    FixedImage, LevelReport, RegistrationConfig, RegistrationError, moments_initialisation,
+    register,
+};
+use super::resample::{Interpolation, resample_mapped};
+use super::template::{TemplateImage, template_grid};
+use crate::volume::Volume;
+
+/// What the input image contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum InputKind {
+    /// Head with skull and scalp (raw T1w).
+    FullHead,
+    /// Brain only (skull-stripped).
+    SkullStripped,
+}
+
+/// Scale factors (T1w mm per template mm) outside this range mean the fit failed. Adult brains fit
+/// at 0.75–1.0 (the real scans here: 0.76–0.98, MNI brains being larger than most); a head
+/// squeezed into the brain template gives 1.1–1.8 (ANTs' failures in preprocessing.md). The lower
+/// bound leaves room for children.
+pub const PLAUSIBLE_SCALES: (f64, f64) = (0.55, 1.3);
+
+/// Below this brain correlation with the template (after bias correction) a fit gets a QC warning:
+/// the ten real scans in `../shared/data/t1w` reach 0.40–0.64 before bias correction, and ANTs'
+/// failed head-to-brain fits 0.05–0.17 (docs/benchmarks.md).
+pub const LOW_CORRELATION: f64 = 0.3;
+
+/// A fitted template registration and its checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateFit {
+    /// Template → T1w point map (what `from-T1w_to-MNI152NLin2009aSym_mode-image_xfm` stores).
+    #[serde(skip)]
+    pub template_to_t1w: WorldAffine,
+    /// The input kind that chose the fixed images.
+    pub input_kind: InputKind,
+    /// Per-level optimiser reports.
+    pub levels: Vec<LevelReport>,
+    /// Scale factors of the fit (singular values of its matrix, T1w mm per template mm).
+    pub scales: [f64; 3],
+    /// Whether the last level converged.
+    pub converged: bool,
+    /// QC warnings (empty when the fit looks right).
+    pub warnings: Vec<String>,
+}
+
+/// Why no usable fit was found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TemplateFitError {
+    /// The optimiser could not run.
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    /// The fit is implausible.
+    #[error(
+        "registration to the template failed: scale factors {0:.2?} are implausible for a brain (is this a brain T1w, and is its header's voxel size right?)"
+    )]
+    Implausible([f64; 3]),
+    /// The embedded template could not be decoded (a build problem).
+    #[error("embedded template: {0}")]
+    Template(String),
+}
+
+struct FixedImages {
+    head: FixedImage,
+    brain_in_wide_mask: FixedImage,
+    brain: FixedImage,
+    /// ICBM T1 and brain mask on the 2 mm grid, for the correlation check.
+    check_t1: Volume,
+    check_mask: Vec<bool>,
+}
+
+fn head_config() -> RegistrationConfig {
+    RegistrationConfig {
+        rigid_levels_mm: vec![8.0, 4.0],
+        affine_levels_mm: vec![8.0, 4.0],
+        ..RegistrationConfig::default()
+    }
+}
+
+fn refine_config() -> RegistrationConfig {
+    RegistrationConfig {
+        rigid_levels_mm: vec![],
+        affine_levels_mm: vec![4.0, 2.0],
+        max_samples: 100_000,
+        ..RegistrationConfig::default()
+    }
+}
+
+fn brain_config() -> RegistrationConfig {
+    RegistrationConfig::default()
+}
+
+fn fixed_images() -> Result<&'static FixedImages, TemplateFitError> {
+    static FIXED: OnceLock<Result<FixedImages, TemplateFitError>> = OnceLock::new();
+    FIXED
+        .get_or_init(|| {
+            let err = |e: &dyn std::fmt::Display| TemplateFitError::Template(e.to_string());
+            let t1 = TemplateImage::T1w.load().map_err(|e| err(&e))?;
+            let mask = TemplateImage::BrainMask.load().map_err(|e| err(&e))?;
+            let head = TemplateImage::HeadT1w.load().map_err(|e| err(&e))?;
+            let inside: Vec<bool> = mask.data().iter().map(|&v| v > 0.5).collect();
+            let wide = dilate(&inside, mask.dims(), mask.voxel_sizes(), 8.0);
+            let wide = mask
+                .with_data(wide.iter().map(|&b| b as u8 as f32).collect())
+                .map_err(|e| err(&e))?;
+            let grid = template_grid(&t1, 2.0);
+            let check_t1 = resample_mapped(
+                &t1,
+                &grid,
+                &nalgebra::Matrix4::identity(),
+                Interpolation::Linear,
+                0.0,
+            )
+            .map_err(|e| err(&e))?;
+            let check_mask = resample_mapped(
+                &mask,
+                &grid,
+                &nalgebra::Matrix4::identity(),
+                Interpolation::Linear,
+                0.0,
+            )
+            .map_err(|e| err(&e))?
+            .data()
+            .iter()
+            .map(|&v| v > 0.5)
+            .collect();
+            Ok(FixedImages {
+                head: FixedImage::new(&head, None, &[8.0, 4.0], &head_config())?,
+                brain_in_wide_mask: FixedImage::new(
+                    &t1,
+                    Some(&wide),
+                    &[4.0, 2.0],
+                    &refine_config(),
+                )?,
+                brain: FixedImage::new(&t1, None, &[8.0, 4.0, 2.0], &brain_config())?,
+                check_t1,
+                check_mask,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Registers `t1w` to the template. `initial` replaces moments initialisation when given (e.g.
+/// a transform from `--derivatives` to refine).
+pub fn register_to_template(
+    t1w: &Volume,
+    kind: InputKind,
+    initial: Option<&WorldAffine>,
+) -> Result<TemplateFit, TemplateFitError> {
+    let fixed = fixed_images()?;
+    let mut levels = Vec::new();
+    let template_to_t1w = match kind {
+        InputKind::FullHead => {
+            let head = TemplateImage::HeadT1w
+                .load()
+                .map_err(|e| TemplateFitError::Template(e.to_string()))?;
+            let init = match initial {
+                Some(t) => *t,
+                None => moments_initialisation(&head, t1w)?,
+            };
+            let coarse = register(&fixed.head, t1w, &init, &head_config())?;
+            levels.extend(coarse.levels);
+            let fine = register(
+                &fixed.brain_in_wide_mask,
+                t1w,
+                &coarse.fixed_to_moving,
+                &refine_config(),
+            )?;
+            levels.extend(fine.levels);
+            fine.fixed_to_moving
+        }
+        InputKind::SkullStripped => {
+            let t1 = TemplateImage::T1w
+                .load()
+                .map_err(|e| TemplateFitError::Template(e.to_string()))?;
+            let init = match initial {
+                Some(t) => *t,
+                None => moments_initialisation(&t1, t1w)?,
+            };
+            let fit = register(&fixed.brain, t1w, &init, &brain_config())?;
+            levels.extend(fit.levels);
+            fit.fixed_to_moving
+        }
+    };
+    let m: Matrix3<f64> = template_to_t1w.0.fixed_view::<3, 3>(0, 0).into_owned();
+    let sv = m.svd(false, false).singular_values;
+    let scales = [sv[0], sv[1], sv[2]];
+    if scales
+        .iter()
+        .any(|s| !s.is_finite() || *s < PLAUSIBLE_SCALES.0 || *s > PLAUSIBLE_SCALES.1)
+    {
+        return Err(TemplateFitError::Implausible(scales));
+    }
+    let converged = levels.last().is_some_and(|l| l.converged);
+    let mut warnings = Vec::new();
+    if !converged {
+        warnings.push(
+            "registration did not converge at the finest level (iteration cap reached); check the registration figure".to_string(),
+        );
+    }
+    Ok(TemplateFit {
+        template_to_t1w,
+        input_kind: kind,
+        levels,
+        scales,
+        converged,
+        warnings,
+    })
+}
+
+/// Pearson correlation, inside the template brain mask on the 2 mm grid, of the template T1w with
+/// `t1w` seen through `template_to_t1w`: the registration QC number. Low values flag a failed fit
+/// (or a badly biased image), and a warning is added to `fit` when it is below [`LOW_CORRELATION`].
+pub fn check_brain_correlation(
+    t1w: &Volume,
+    fit: &mut TemplateFit,
+) -> Result<f64, TemplateFitError> {
+    let fixed = fixed_images()?;
+    let grid = super::resample::Grid::of(&fixed.check_t1);
+    let moved = resample_mapped(
+        t1w,
+        &grid,
+        &fit.template_to_t1w.0,
+        Interpolation::Linear,
+        0.0,
+    )
+    .map_err(|e| TemplateFitError::Template(e.to_string()))?;
+    let r = correlation(moved.data(), fixed.check_t1.data(), &fixed.check_mask);
+    if r < LOW_CORRELATION {
+        fit.warnings.push(format!(
+            "the registered brain correlates poorly with the template (r = {r:.2} < {LOW_CORRELATION}); check the registration figure"
+        ));
+    }
+    Ok(r)
+}
+
+/// Pearson correlation of `a` and `b` over `mask`.
+pub fn correlation(a: &[f32], b: &[f32], mask: &[bool]) -> f64 {
+    let (mut n, mut sa, mut sb) = (0f64, 0f64, 0f64);
+    for ((&x, &y), &m) in a.iter().zip(b).zip(mask) {
+        if m {
+            n += 1.0;
+            sa += x as f64;
+            sb += y as f64;
+        }
+    }
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (ma, mb) = (sa / n, sb / n);
+    let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
+    for ((&x, &y), &m) in a.iter().zip(b).zip(mask) {
+        if m {
+            let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+            sab += dx * dy;
+            saa += dx * dx;
+            sbb += dy * dy;
+        }
+    }
+    if saa <= 0.0 || sbb <= 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
+}
