@@ -9,6 +9,8 @@
 //! - [`template`]: the embedded MNI template, its head template and the model grids.
 //! - [`intensity`]: robust intensity scaling.
 
+pub mod bias;
+pub mod bspline_fit;
 pub mod filter;
 pub mod intensity;
 pub mod itk;
