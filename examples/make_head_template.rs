@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use hcld::preprocess::filter::percentiles;
 use hcld::preprocess::itk::WorldAffine;
 use hcld::preprocess::morphology::dilate;
-use hcld::preprocess::register::{FixedImage, RegistrationConfig, register};
+use hcld::preprocess::register::{FixedImage, MovingPyramid, RegistrationConfig, register};
 use hcld::preprocess::resample::{Interpolation, resample_mapped};
 use hcld::preprocess::template::{TemplateImage, template_grid};
 use hcld::volume::{OutputDtype, XformCode, read_nifti, to_closest_canonical, write_nifti};
@@ -43,9 +43,10 @@ fn main() -> Result<()> {
         ..RegistrationConfig::default()
     };
     let fixed = FixedImage::new(&t1, Some(&wide), &[4.0, 2.0], &config)?;
+    let pyramid = MovingPyramid::new(&colin, &[4.0, 2.0]);
     let reg = register(
         &fixed,
-        &colin,
+        &pyramid,
         &WorldAffine(nalgebra::Matrix4::identity()),
         &config,
     )?;

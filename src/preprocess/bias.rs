@@ -156,13 +156,10 @@ pub fn correct_bias(
     let small_field = small
         .with_data(small_field)
         .expect("field on the working grid");
-    let log_full = resample(
-        &small_field,
-        &Grid::of(image),
-        Interpolation::CubicBSpline,
-        0.0,
-    )
-    .expect("valid grid");
+    // Trilinear is enough for a field with ≥ 25 mm control spacing sampled every 4 mm, and ten
+    // times cheaper than cubic on a 1 mm grid.
+    let log_full =
+        resample(&small_field, &Grid::of(image), Interpolation::Linear, 0.0).expect("valid grid");
     let multiplicative: Vec<f32> = log_full.data().iter().map(|b| b.exp()).collect();
     let corrected: Vec<f32> = image
         .data()

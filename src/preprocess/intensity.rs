@@ -76,12 +76,23 @@ pub fn scale_intensity(
     volume: &Volume,
     params: &IntensityScaling,
 ) -> Result<(Volume, ScalingReport), ScalingError> {
+    scale_intensity_in(volume, None, params)
+}
+
+/// [`scale_intensity`] with the percentiles taken inside `mask` (the brain) instead of the whole
+/// foreground, so that scalp and neck do not move the brain's range.
+pub fn scale_intensity_in(
+    volume: &Volume,
+    mask: Option<&[bool]>,
+    params: &IntensityScaling,
+) -> Result<(Volume, ScalingReport), ScalingError> {
     let data = volume.data();
     let non_finite = data.iter().filter(|v| !v.is_finite()).count();
     let mut fg: Vec<f32> = data
         .iter()
-        .copied()
-        .filter(|v| v.is_finite() && *v > 0.0)
+        .enumerate()
+        .filter(|(i, v)| v.is_finite() && **v > 0.0 && mask.is_none_or(|m| m[*i]))
+        .map(|(_, v)| *v)
         .collect();
     if fg.is_empty() {
         return Err(ScalingError::NoForeground);

@@ -285,35 +285,57 @@ impl Centred {
     }
 }
 
-/// Registers `moving` to `fixed`, starting from `initial` (fixed → moving), with the levels of
-/// `config` (each must have been prepared in `fixed`).
+/// A moving image's resolution pyramid, built finest level first, each level from the previous
+/// one (so the full-resolution image is smoothed only once), and reusable across stages.
+pub struct MovingPyramid {
+    levels: Vec<(f64, Volume)>,
+}
+
+impl MovingPyramid {
+    /// Builds the levels in `resolutions_mm` (any order).
+    pub fn new(moving: &Volume, resolutions_mm: &[f64]) -> MovingPyramid {
+        let mut res: Vec<f64> = resolutions_mm.to_vec();
+        res.sort_by(f64::total_cmp);
+        res.dedup();
+        let mut levels: Vec<(f64, Volume)> = Vec::with_capacity(res.len());
+        for r in res {
+            let level = match levels.last() {
+                Some((_, finer)) => downsample(finer, r),
+                None => downsample(moving, r),
+            };
+            levels.push((r, level));
+        }
+        MovingPyramid { levels }
+    }
+
+    fn level(&self, res: f64) -> Option<&Volume> {
+        self.levels
+            .iter()
+            .find(|(r, _)| (r - res).abs() < 1e-9)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Registers the `moving` pyramid to `fixed`, starting from `initial` (fixed → moving), with the
+/// levels of `config` (each must have been prepared in both pyramids).
 pub fn register(
     fixed: &FixedImage,
-    moving: &Volume,
+    moving: &MovingPyramid,
     initial: &WorldAffine,
     config: &RegistrationConfig,
 ) -> Result<Registration, RegistrationError> {
     let c = fixed.centre;
     let mut current = Centred::from_world(initial, &c);
     let mut levels = Vec::new();
-    let mut pyramid: Vec<(f64, Volume)> = Vec::new();
     let stages = config
         .rigid_levels_mm
         .iter()
         .map(|&r| (Stage::Rigid, r))
         .chain(config.affine_levels_mm.iter().map(|&r| (Stage::Affine, r)));
     for (stage, res) in stages {
-        let Some(samples) = fixed.level(res) else {
+        let (Some(samples), Some(moving_level)) = (fixed.level(res), moving.level(res)) else {
             continue;
         };
-        if !pyramid.iter().any(|(r, _)| *r == res) {
-            pyramid.push((res, downsample(moving, res)));
-        }
-        let moving_level = &pyramid
-            .iter()
-            .find(|(r, _)| *r == res)
-            .expect("just built")
-            .1;
         let metric = MattesMi::new(samples, moving_level, config.bins);
         let (next, report) = optimise(&metric, current, stage, res, (c, fixed.radius), config)?;
         current = next;
@@ -480,7 +502,8 @@ mod tests {
         let moving =
             resample_mapped(&t1, &Grid::of(&t1), &inv, Interpolation::Linear, 0.0).unwrap();
         let init = moments_initialisation(&t1, &moving).unwrap();
-        let reg = register(&fixed, &moving, &init, &config).unwrap();
+        let pyramid = MovingPyramid::new(&moving, &levels);
+        let reg = register(&fixed, &pyramid, &init, &config).unwrap();
         let pts: Vec<[f64; 3]> = (0..200)
             .map(|i| {
                 let f = i as f64;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::itk::WorldAffine;
 use super::morphology::dilate;
 use super::register::{
-    FixedImage, LevelReport, RegistrationConfig, RegistrationError, moments_initialisation,
-    register,
+    FixedImage, LevelReport, MovingPyramid, RegistrationConfig, RegistrationError,
+    moments_initialisation, register,
 };
 use super::resample::{Interpolation, resample_mapped};
 use super::template::{TemplateImage, template_grid};
@@ -179,11 +179,12 @@ pub fn register_to_template(
                 Some(t) => *t,
                 None => moments_initialisation(&head, t1w)?,
             };
-            let coarse = register(&fixed.head, t1w, &init, &head_config())?;
+            let pyramid = MovingPyramid::new(t1w, &[8.0, 4.0, 2.0]);
+            let coarse = register(&fixed.head, &pyramid, &init, &head_config())?;
             levels.extend(coarse.levels);
             let fine = register(
                 &fixed.brain_in_wide_mask,
-                t1w,
+                &pyramid,
                 &coarse.fixed_to_moving,
                 &refine_config(),
             )?;
@@ -198,7 +199,8 @@ pub fn register_to_template(
                 Some(t) => *t,
                 None => moments_initialisation(&t1, t1w)?,
             };
-            let fit = register(&fixed.brain, t1w, &init, &brain_config())?;
+            let pyramid = MovingPyramid::new(t1w, &[8.0, 4.0, 2.0]);
+            let fit = register(&fixed.brain, &pyramid, &init, &brain_config())?;
             levels.extend(fit.levels);
             fit.fixed_to_moving
         }
