@@ -17,6 +17,7 @@ pub mod cli;
 pub mod derivatives;
 pub mod pipeline;
 pub mod preprocess;
+pub mod report;
 pub mod volume;
 
 /// The hcld version, as written into every sidecar and `dataset_description.json`.

@@ -141,6 +141,23 @@ pub struct Args {
         value_name = "MAX"
     )]
     pub intensity_clip: f64,
+    /// Skip bias-field (N4-class) correction, e.g. for inputs that are already corrected.
+    #[arg(long = "no-bias-correction", alias = "no_bias_correction")]
+    pub no_bias_correction: bool,
+    /// Treat every input T1w as skull-stripped (otherwise decided from the sidecar's
+    /// `SkullStripped`, a mask in --derivatives, or the image itself).
+    #[arg(long = "skull-stripped", alias = "skull_stripped")]
+    pub skull_stripped: bool,
+    /// Voxel size (mm) of the template-space outputs and the model grid: 1 (192×224×192) or
+    /// 2 (96×112×96).
+    #[arg(
+        long = "output-resolution",
+        alias = "output_resolution",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u8).range(1..=2),
+        value_name = "MM"
+    )]
+    pub output_resolution: u8,
 }
 
 /// The analysis level.
@@ -191,6 +208,12 @@ pub struct Settings {
     pub force: bool,
     /// Intensity scaling parameters.
     pub intensity: IntensityScaling,
+    /// Run bias-field correction.
+    pub bias_correction: bool,
+    /// `--skull-stripped`.
+    pub skull_stripped: bool,
+    /// Template-space voxel size in mm (1 or 2).
+    pub output_resolution: u8,
 }
 
 /// A command-line problem, with the exit status it maps to.
@@ -383,6 +406,9 @@ impl Settings {
             seed: args.seed,
             force: args.force,
             intensity,
+            bias_correction: !args.no_bias_correction,
+            skull_stripped: args.skull_stripped,
+            output_resolution: args.output_resolution,
         })
     }
 }

@@ -108,6 +108,15 @@ impl Sidecar {
         Sidecar { fields }
     }
 
+    /// A mask's sidecar (BIDS derivatives "Masks": `Type`, `Sources`; no `SkullStripped`).
+    pub fn mask(description: &str, sources: &[String], mask_type: &str) -> Sidecar {
+        let mut fields = Map::new();
+        fields.insert("Description".into(), json!(description));
+        fields.insert("Sources".into(), json!(sources));
+        fields.insert("Type".into(), json!(mask_type));
+        Sidecar { fields }
+    }
+
     /// Adds or replaces a field.
     pub fn insert(mut self, key: &str, value: Value) -> Sidecar {
         self.fields.insert(key.to_string(), value);
@@ -309,6 +318,33 @@ impl DerivativesDataset {
     /// Absolute path of a named output.
     pub fn path(&self, name: &DerivativeName) -> Result<PathBuf, DerivativesError> {
         Ok(self.root.join(name.rel_path()?))
+    }
+
+    /// Where a QC figure of subject `subject` goes: `sub-<subject>/figures/<file_name>` (the
+    /// fMRIPrep layout; `figures` is listed in `.bidsignore`). `file_name` must be a plain name.
+    pub fn figure_path(&self, subject: &str, file_name: &str) -> Result<PathBuf, DerivativesError> {
+        let plain = !file_name.is_empty()
+            && !file_name.starts_with('.')
+            && !file_name.contains(['/', '\\'])
+            && crate::bids::is_label(subject);
+        if !plain {
+            return Err(DerivativesError::Naming {
+                name: format!("sub-{subject}/figures/{file_name}"),
+                reason: "figure names must be plain file names under a valid subject".into(),
+            });
+        }
+        Ok(self
+            .root
+            .join(format!("sub-{subject}"))
+            .join("figures")
+            .join(file_name))
+    }
+
+    /// Writes bytes atomically (figures), creating the folder.
+    pub fn write_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
+        write_atomic(path, |tmp| {
+            std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+        })
     }
 
     /// Takes the exclusive lock for the outputs of one source file, waiting while another process

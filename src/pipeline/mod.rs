@@ -5,6 +5,7 @@
 
 mod jobs;
 mod participant;
+mod reuse;
 
 pub use jobs::{Job, select_jobs};
 pub use participant::{JobError, preproc_name};

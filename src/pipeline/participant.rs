@@ -1,5 +1,7 @@
-//! One participant-level job: load a T1w, reorient it to RAS+, scale intensities robustly, and
-//! write `desc-preproc_T1w` with its sidecar, unless a current output already exists.
+//! One participant-level job: load a T1w, reorient it to RAS+, reuse what `--derivatives` offer,
+//! run the preprocessing chain (registration to MNI152NLin2009aSym, bias correction, brain mask,
+//! intensity scaling, model-grid resampling) and write its derivatives, transforms and QC figures,
+//! unless current outputs already exist.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,9 +14,17 @@ use crate::cli::{ExitStatus, Settings};
 use crate::derivatives::{
     DerivativeName, DerivativesDataset, DerivativesError, Sidecar, source_uri,
 };
-use crate::preprocess::intensity::{ScalingError, scale_intensity};
-use crate::volume::{VolumeError, XformCode, axcodes, read_nifti, to_closest_canonical};
+use crate::preprocess::mask::MaskSource;
+use crate::preprocess::morphology::dilate;
+use crate::preprocess::register::RegistrationConfig;
+use crate::preprocess::t1w::{PreprocessError, PreprocessedT1w, T1wOptions, preprocess_t1w};
+use crate::preprocess::template::{SPACE, TemplateImage};
+use crate::report::{Outline, orthogonal_slices};
+use crate::volume::{
+    OutputDtype, Volume, VolumeError, XformCode, axcodes, read_nifti, to_closest_canonical,
+};
 
+use super::reuse::{ReuseError, find_reusable};
 use super::{Job, Outcome};
 
 /// Why one job failed. Messages name the file and the fix.
@@ -23,14 +33,20 @@ pub enum JobError {
     /// The image could not be read.
     #[error(transparent)]
     Volume(#[from] VolumeError),
-    /// The image has no usable intensities.
+    /// Preprocessing could not produce a trustworthy output.
     #[error("{path}: {source}")]
-    Scaling {
+    Preprocess {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: ScalingError,
+        source: PreprocessError,
     },
+    /// Derivatives offered for reuse do not fit.
+    #[error(transparent)]
+    Reuse(#[from] ReuseError),
+    /// A QC figure could not be rendered.
+    #[error("{0}: {1}")]
+    Figure(PathBuf, String),
     /// Its sidecar metadata is broken.
     #[error(transparent)]
     Metadata(#[from] BidsError),
@@ -63,7 +79,16 @@ impl JobError {
         match self {
             JobError::Volume(e) if e.is_bad_data() => ExitStatus::DataError,
             JobError::Volume(_) => ExitStatus::IoError,
-            JobError::Scaling { .. } => ExitStatus::DataError,
+            JobError::Preprocess { source, .. } => match source {
+                PreprocessError::Registration(
+                    crate::preprocess::template_registration::TemplateFitError::Template(_),
+                )
+                | PreprocessError::Resample(_) => ExitStatus::SomeFailed,
+                _ => ExitStatus::DataError,
+            },
+            JobError::Reuse(ReuseError::Volume(e)) if !e.is_bad_data() => ExitStatus::IoError,
+            JobError::Reuse(_) => ExitStatus::DataError,
+            JobError::Figure(..) => ExitStatus::SomeFailed,
             JobError::Metadata(e) if e.is_io() => ExitStatus::IoError,
             JobError::Metadata(_) => ExitStatus::DataError,
             JobError::Output(DerivativesError::CannotCreate { .. }) => ExitStatus::CannotCreate,
@@ -74,9 +99,88 @@ impl JobError {
     }
 }
 
-/// The name of the native-space preprocessed T1w for a source.
+/// The name of the native-space preprocessed T1w for a source. Its sidecar is written last of
+/// all a job's outputs and carries the fingerprint, so it marks the job complete.
 pub fn preproc_name(job: &Job) -> DerivativeName {
     DerivativeName::from_source(&job.source, "T1w", ".nii.gz").with(Entity::Description, "preproc")
+}
+
+/// Every output of one job.
+struct OutputNames {
+    native_t1w: DerivativeName,
+    native_mask: DerivativeName,
+    template_t1w: DerivativeName,
+    template_mask: DerivativeName,
+    t1w_to_template: DerivativeName,
+    template_to_t1w: DerivativeName,
+    registration_figure: String,
+    mask_figure: String,
+}
+
+impl OutputNames {
+    fn new(job: &Job, resolution: u8) -> OutputNames {
+        let res = resolution.to_string();
+        let mask = DerivativeName::from_source(&job.source, "mask", ".nii.gz")
+            .with(Entity::Description, "brain");
+        let xfm = |from: &str, to: &str| {
+            DerivativeName::from_source(&job.source, "xfm", ".txt")
+                .with(Entity::From, from)
+                .with(Entity::To, to)
+                .with(Entity::Mode, "image")
+        };
+        let key = preproc_name(job).source_key();
+        OutputNames {
+            native_t1w: preproc_name(job),
+            native_mask: mask.clone(),
+            template_t1w: preproc_name(job)
+                .with(Entity::Space, SPACE)
+                .with(Entity::Resolution, res.clone()),
+            template_mask: mask
+                .with(Entity::Space, SPACE)
+                .with(Entity::Resolution, res),
+            t1w_to_template: xfm("T1w", SPACE),
+            template_to_t1w: xfm(SPACE, "T1w"),
+            registration_figure: format!("{key}_space-{SPACE}_desc-registration_T1w.png"),
+            mask_figure: format!("{key}_desc-brain_mask.png"),
+        }
+    }
+
+    /// The files, for reporting: the native T1w (the completeness marker) first.
+    fn paths(&self, out: &DerivativesDataset, subject: &str) -> Result<Vec<PathBuf>, JobError> {
+        let mut paths = Vec::new();
+        for n in [
+            &self.native_t1w,
+            &self.native_mask,
+            &self.template_t1w,
+            &self.template_mask,
+        ] {
+            paths.push(out.path(n)?);
+            paths.push(out.path(&n.with_extension(".json"))?);
+        }
+        paths.push(out.path(&self.t1w_to_template)?);
+        paths.push(out.path(&self.template_to_t1w)?);
+        paths.push(out.figure_path(subject, &self.registration_figure)?);
+        paths.push(out.figure_path(subject, &self.mask_figure)?);
+        Ok(paths)
+    }
+}
+
+/// The preprocessing options a job runs with (flags, then the sidecar's `SkullStripped`).
+fn options(settings: &Settings, metadata: &serde_json::Map<String, Value>) -> T1wOptions {
+    let skull_stripped = if settings.skull_stripped {
+        Some("--skull-stripped".to_string())
+    } else if metadata.get("SkullStripped").and_then(Value::as_bool) == Some(true) {
+        Some("sidecar SkullStripped: true".to_string())
+    } else {
+        None
+    };
+    T1wOptions {
+        bias_correction: settings.bias_correction,
+        skull_stripped,
+        resolution_mm: settings.output_resolution as f64,
+        intensity: settings.intensity,
+        ..T1wOptions::default()
+    }
 }
 
 /// Everything that determines the output: input bytes, parameters, hcld version.
@@ -111,12 +215,10 @@ fn fingerprint(
     }
     let input_sha = format!("{:x}", input.finalize());
     let params = json!({
-        "IntensityScaling": {
-            "LowPercentile": settings.intensity.low_percentile,
-            "HighPercentile": settings.intensity.high_percentile,
-            "ClipMax": settings.intensity.clip_max,
-        },
+        "Preprocessing": options(settings, metadata),
+        "Registration": RegistrationConfig::default(),
         "Reorientation": "closest canonical RAS+ (axis permutation and flips, no resampling)",
+        "Derivatives": settings.derivatives,
     });
     let mut all = Sha256::new();
     all.update(input_sha.as_bytes());
@@ -173,98 +275,273 @@ pub fn preprocess(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<Outcome, JobError> {
-    let name = preproc_name(job);
-    let image_path = out.path(&name)?;
-    let json_path = out.path(&name.with_extension(".json"))?;
+    let names = OutputNames::new(job, settings.output_resolution);
+    let paths = names.paths(out, job.subject())?;
     if let Some(other) = &job.duplicate_of {
         return Err(JobError::DuplicateOutput {
             path: job.path.clone(),
             other: other.clone(),
         });
     }
-    let _lock = out.lock(&name)?;
-    out.remove_stale_temporaries(&name);
+    let _lock = out.lock(&names.native_t1w)?;
+    out.remove_stale_temporaries(&names.native_t1w);
     let Freshness {
         metadata,
         fingerprint: fp,
         input_info,
         current,
-    } = freshness(job, &name, layout, settings, out)?;
-    if current && !settings.force {
-        return Ok(Outcome::UpToDate(vec![image_path, json_path]));
+    } = freshness(job, &names.native_t1w, layout, settings, out)?;
+    if current && paths.iter().all(|p| p.is_file()) && !settings.force {
+        return Ok(Outcome::UpToDate(paths));
     }
     let (volume, header) = read_nifti(&job.path)?;
     let input_orientation: String = axcodes(volume.affine()).iter().collect();
     let canonical = to_closest_canonical(&volume);
     drop(volume);
-    let (scaled, report) =
-        scale_intensity(&canonical, &settings.intensity).map_err(|source| JobError::Scaling {
-            path: job.path.clone(),
-            source,
-        })?;
-    if report.non_finite_voxels > 0 {
+    let non_finite = canonical.data().iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
         tracing::warn!(
-            "{}: {} NaN/Inf voxels set to 0",
-            job.path.display(),
-            report.non_finite_voxels
+            "{}: {non_finite} NaN/Inf voxels set to 0",
+            job.path.display()
         );
     }
-    let skull_stripped = metadata
-        .get("SkullStripped")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let p = &settings.intensity;
-    let description = format!(
-        "T1w reoriented to RAS+ and intensity-scaled: foreground percentile {} mapped to 0 and {} to 1, clipped to [0, {}]{}.",
-        p.low_percentile,
-        p.high_percentile,
-        p.clip_max,
-        if skull_stripped {
-            "; skull-stripped at input"
-        } else {
-            "; not skull-stripped"
-        }
-    );
+    let reuse = find_reusable(layout, job, &canonical)?;
+    let opts = options(settings, &metadata);
+    let result =
+        preprocess_t1w(&canonical, reuse.mask, reuse.registration, &opts).map_err(|source| {
+            JobError::Preprocess {
+                path: job.path.clone(),
+                source,
+            }
+        })?;
+    for w in &result.report.warnings {
+        tracing::warn!("{}: QC: {w}", job.label());
+    }
     let mut input = input_info;
     if let Value::Object(m) = &mut input {
         m.insert("Orientation".into(), json!(input_orientation));
+        m.insert("NonFiniteVoxels".into(), json!(non_finite));
         m.insert(
             "Header".into(),
             serde_json::to_value(&header).unwrap_or(Value::Null),
         );
     }
-    let sidecar = Sidecar::new(
-        &description,
-        &[source_uri(job.source.rel_path())],
-        skull_stripped,
-    )
-    .insert(
-        "hcld",
-        json!({
-            "Version": crate::VERSION,
-            "Fingerprint": fp,
-            "Steps": ["reorient", "intensity-scaling"],
-            "Input": input,
-            "IntensityScaling": {
-                "LowValue": report.low_value,
-                "HighValue": report.high_value,
-                "ForegroundVoxels": report.foreground_voxels,
-                "NonFiniteVoxels": report.non_finite_voxels,
-            },
-        }),
-    );
-    let code = match header.xform_code() {
+    let provenance = json!({
+        "Version": crate::VERSION,
+        "Fingerprint": fp,
+        "Input": input,
+        "Options": opts,
+        "Preprocessing": result.report,
+    });
+    write_outputs(job, out, &names, &result, &provenance, header.xform_code())?;
+    Ok(Outcome::Written(paths))
+}
+
+/// Writes a job's outputs: transforms, masks, template-space image, figures, and last the native
+/// T1w whose sidecar marks the job complete.
+fn write_outputs(
+    job: &Job,
+    out: &DerivativesDataset,
+    names: &OutputNames,
+    result: &PreprocessedT1w,
+    provenance: &Value,
+    input_code: XformCode,
+) -> Result<(), JobError> {
+    let raw = source_uri(job.source.rel_path());
+    let own = |n: &DerivativeName| -> Result<String, JobError> {
+        Ok(format!("bids::{}", n.rel_path()?.display()))
+    };
+    let native_code = match input_code {
         XformCode::Unknown => XformCode::ScannerAnat,
         c => c,
     };
-    let written = out.write_image(
-        &name,
-        &scaled,
-        crate::volume::OutputDtype::Float32,
-        code,
-        &sidecar,
+    let report = &result.report;
+    let skull_stripped_input = report.skull_stripped_because.is_some();
+    // Transforms (ITK text, LPS), both directions.
+    out.write_text_if_changed(
+        &out.path(&names.t1w_to_template)?,
+        &result.template_to_t1w.to_itk_text(),
     )?;
-    Ok(Outcome::Written(vec![written, json_path]))
+    let inverse = result
+        .template_to_t1w
+        .inverse()
+        .expect("fits are checked to be invertible");
+    out.write_text_if_changed(&out.path(&names.template_to_t1w)?, &inverse.to_itk_text())?;
+    let mask_source = match &report.brain_mask {
+        MaskSource::Derivatives { file } => format!("the brain mask {file} from --derivatives, resampled to this grid"),
+        MaskSource::Input { reason } => format!("the input's own foreground (skull-stripped input: {reason})"),
+        MaskSource::Template => "the MNI152NLin2009aSym brain mask mapped through the inverse registration and refined by intensity (tissue threshold, opening, largest component, closing, hole filling)".to_string(),
+    };
+    // Native brain mask.
+    let native_mask = result.native_mask.to_volume(&result.native);
+    out.write_image(
+        &names.native_mask,
+        &native_mask,
+        OutputDtype::Uint8,
+        native_code,
+        &Sidecar::mask(
+            &format!("Brain mask: {mask_source}."),
+            std::slice::from_ref(&raw),
+            "Brain",
+        )
+        .insert("hcld", provenance.clone()),
+    )?;
+    // Template space.
+    let resolution = format!(
+        "{r} mm isotropic on hcld's model grid ({d0}×{d1}×{d2} voxels in {SPACE} world coordinates, centred on the template brain)",
+        r = report.resolution_mm,
+        d0 = result.template.dims()[0],
+        d1 = result.template.dims()[1],
+        d2 = result.template.dims()[2],
+    );
+    let xfm_source = own(&names.t1w_to_template)?;
+    out.write_image(
+        &names.template_mask,
+        &result.template_mask,
+        OutputDtype::Uint8,
+        XformCode::Mni152,
+        &Sidecar::mask(
+            &format!("Brain mask in {SPACE} space: the native brain mask resampled through the affine registration."),
+            &[own(&names.native_mask)?, xfm_source.clone()],
+            "Brain",
+        )
+        .insert("Resolution", json!(resolution))
+        .insert("hcld", provenance.clone()),
+    )?;
+    let bias = if report.bias_correction.is_some() {
+        "bias-field corrected (N4-class), "
+    } else {
+        ""
+    };
+    out.write_image(
+        &names.template_t1w,
+        &result.template,
+        OutputDtype::Float32,
+        XformCode::Mni152,
+        &Sidecar::new(
+            &format!("T1w {bias}skull-stripped, brain intensities scaled to [0, 1], affinely registered to {SPACE} and resampled (cubic B-spline) onto the model grid: the harmonisation input."),
+            &[raw.clone(), xfm_source],
+            true,
+        )
+        .insert("Resolution", json!(resolution))
+        .insert("hcld", provenance.clone()),
+    )?;
+    write_figures(job, out, names, result)?;
+    // Native T1w last: its sidecar marks the job complete.
+    out.write_image(
+        &names.native_t1w,
+        &result.native,
+        OutputDtype::Float32,
+        native_code,
+        &Sidecar::new(
+            &format!("T1w reoriented to RAS+, {bias}brain intensities scaled to [0, 1] (not resampled; full field of view)."),
+            &[raw],
+            skull_stripped_input,
+        )
+        .insert("hcld", provenance.clone()),
+    )?;
+    Ok(())
+}
+
+/// QC figures: template edges (brain outline in red, white-matter boundary in yellow) over the
+/// registered image, and the brain-mask outline over the native image.
+fn write_figures(
+    job: &Job,
+    out: &DerivativesDataset,
+    names: &OutputNames,
+    result: &PreprocessedT1w,
+) -> Result<(), JobError> {
+    let fig_err = |e: String| JobError::Figure(job.path.clone(), e);
+    let grid = crate::preprocess::resample::Grid::of(&result.template);
+    let on_grid = |image: TemplateImage| -> Result<Volume, JobError> {
+        let v = image.load()?;
+        crate::preprocess::resample::resample(
+            &v,
+            &grid,
+            crate::preprocess::resample::Interpolation::Linear,
+            0.0,
+        )
+        .map_err(|e| fig_err(e.to_string()))
+    };
+    let brain: Vec<bool> = on_grid(TemplateImage::BrainMask)?
+        .data()
+        .iter()
+        .map(|&v| v > 0.5)
+        .collect();
+    let wm: Vec<bool> = on_grid(TemplateImage::WhiteMatter)?
+        .data()
+        .iter()
+        .map(|&v| v > 0.5)
+        .collect();
+    // The registered image with its skull (not the masked output), so a bad fit shows.
+    let unmasked = crate::preprocess::resample::resample_mapped(
+        &result.native,
+        &grid,
+        &result.template_to_t1w.0,
+        crate::preprocess::resample::Interpolation::Linear,
+        0.0,
+    )
+    .map_err(|e| fig_err(e.to_string()))?;
+    let zoom = (4.0 / result.report.resolution_mm).round() as usize;
+    let registration = orthogonal_slices(
+        &unmasked,
+        &[
+            Outline {
+                inside: &brain,
+                rgb: [255, 40, 40],
+            },
+            Outline {
+                inside: &wm,
+                rgb: [255, 220, 0],
+            },
+        ],
+        None,
+        zoom,
+    )
+    .map_err(|e| fig_err(e.to_string()))?;
+    out.write_bytes(
+        &out.figure_path(job.subject(), &names.registration_figure)?,
+        &registration,
+    )?;
+    // Native mask outline, through the mask's centre; thickened on fine grids to stay visible.
+    let native = &result.native;
+    let vs = native.voxel_sizes();
+    let inside = &result.native_mask.voxels;
+    let centre = mask_centre(inside, native.dims());
+    let thick = if vs.iter().cloned().fold(f64::INFINITY, f64::min) < 1.5 {
+        dilate(inside, native.dims(), vs, 1.0)
+    } else {
+        inside.clone()
+    };
+    let mask_figure = orthogonal_slices(
+        native,
+        &[Outline {
+            inside: &thick,
+            rgb: [40, 255, 40],
+        }],
+        centre,
+        2,
+    )
+    .map_err(|e| fig_err(e.to_string()))?;
+    out.write_bytes(
+        &out.figure_path(job.subject(), &names.mask_figure)?,
+        &mask_figure,
+    )?;
+    Ok(())
+}
+
+/// Voxel index of a mask's centre of mass.
+fn mask_centre(inside: &[bool], dims: [usize; 3]) -> Option<[usize; 3]> {
+    let (mut n, mut s) = (0usize, [0usize; 3]);
+    for (i, &b) in inside.iter().enumerate() {
+        if b {
+            n += 1;
+            s[0] += i % dims[0];
+            s[1] += (i / dims[0]) % dims[1];
+            s[2] += i / (dims[0] * dims[1]);
+        }
+    }
+    (n > 0).then(|| s.map(|v| v / n))
 }
 
 /// Group level (until model fitting lands): checks that each job's participant output exists and

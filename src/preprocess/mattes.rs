@@ -168,15 +168,19 @@ impl<'a> MattesMi<'a> {
         }
         // Pass 2: dMI/dμ = Σ_x −(1/(N·Δm)) Σ_b w(ι_x, b)·β3'(b − κ_x) · ∇m(T(x)) · ∂T/∂μ.
         let scale = -1.0 / (n * width as f64);
-        let (ga, gt) = self
+        // Fixed-size chunks summed in order: the result does not depend on how rayon schedules
+        // the work, so registrations (and outputs) are bit-reproducible.
+        const CHUNK: usize = 4096;
+        let partial: Vec<(Matrix3<f64>, Vector3<f64>)> = self
             .samples
             .points
-            .par_iter()
-            .zip(sampled.par_iter())
-            .zip(self.samples.bins.par_iter())
-            .fold(
-                || (Matrix3::<f64>::zeros(), Vector3::<f64>::zeros()),
-                |(mut ga, mut gt), ((p, s), &fb)| {
+            .par_chunks(CHUNK)
+            .zip(sampled.par_chunks(CHUNK))
+            .zip(self.samples.bins.par_chunks(CHUNK))
+            .map(|((points, sampled), bins)| {
+                let mut ga = Matrix3::<f64>::zeros();
+                let mut gt = Vector3::<f64>::zeros();
+                for ((p, s), &fb) in points.iter().zip(sampled).zip(bins) {
                     if let Some((kappa, g)) = s {
                         let k0 = kappa.floor() as i64;
                         let row = &weight[fb as usize * nb..(fb as usize + 1) * nb];
@@ -191,13 +195,15 @@ impl<'a> MattesMi<'a> {
                         ga += gw * x.transpose();
                         gt += gw;
                     }
-                    (ga, gt)
-                },
-            )
-            .reduce(
-                || (Matrix3::zeros(), Vector3::zeros()),
-                |a, b| (a.0 + b.0, a.1 + b.1),
-            );
+                }
+                (ga, gt)
+            })
+            .collect();
+        let (ga, gt) = partial
+            .into_iter()
+            .fold((Matrix3::zeros(), Vector3::zeros()), |a, b| {
+                (a.0 + b.0, a.1 + b.1)
+            });
         MetricValue {
             mi,
             grad_matrix: ga,

@@ -157,7 +157,7 @@ fn filter_files_select_and_reject() {
     let written = super::util::files_under(&out);
     let images: Vec<_> = written
         .iter()
-        .filter(|f| f.ends_with("_T1w.nii.gz"))
+        .filter(|f| f.ends_with("_T1w.nii.gz") && !f.contains("space-"))
         .collect();
     assert_eq!(
         images,

@@ -11,16 +11,40 @@ use super::util::{
 };
 use crate::args;
 
-const EXPECTED_OUTPUTS: [&str; 8] = [
-    "sub-01/anat/sub-01_desc-preproc_T1w.json",
-    "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
-    "sub-02/anat/sub-02_desc-preproc_T1w.json",
-    "sub-02/anat/sub-02_desc-preproc_T1w.nii.gz",
-    "sub-03/ses-1/anat/sub-03_ses-1_desc-preproc_T1w.json",
-    "sub-03/ses-1/anat/sub-03_ses-1_desc-preproc_T1w.nii.gz",
-    "sub-03/ses-2/anat/sub-03_ses-2_desc-preproc_T1w.json",
-    "sub-03/ses-2/anat/sub-03_ses-2_desc-preproc_T1w.nii.gz",
-];
+/// Every derivative a participant run writes for the example dataset, sorted.
+fn expected_outputs() -> Vec<String> {
+    let mut all = Vec::new();
+    for (anat, key) in [
+        ("sub-01/anat", "sub-01"),
+        ("sub-02/anat", "sub-02"),
+        ("sub-03/ses-1/anat", "sub-03_ses-1"),
+        ("sub-03/ses-2/anat", "sub-03_ses-2"),
+    ] {
+        let subject = &key[..6];
+        for suffix in [
+            "desc-brain_mask.json",
+            "desc-brain_mask.nii.gz",
+            "desc-preproc_T1w.json",
+            "desc-preproc_T1w.nii.gz",
+            "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.txt",
+            "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt",
+            "space-MNI152NLin2009aSym_res-2_desc-brain_mask.json",
+            "space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz",
+            "space-MNI152NLin2009aSym_res-2_desc-preproc_T1w.json",
+            "space-MNI152NLin2009aSym_res-2_desc-preproc_T1w.nii.gz",
+        ] {
+            all.push(format!("{anat}/{key}_{suffix}"));
+        }
+        for figure in [
+            "desc-brain_mask.png",
+            "space-MNI152NLin2009aSym_desc-registration_T1w.png",
+        ] {
+            all.push(format!("{subject}/figures/{key}_{figure}"));
+        }
+    }
+    all.sort();
+    all
+}
 
 /// Derivative files (images and sidecars), without logs, locks and dataset-level files.
 fn derivative_files(out: &Path) -> Vec<String> {
@@ -47,7 +71,7 @@ fn example_dataset_end_to_end() {
     let (code, stderr) = run(args![bids, out, "participant"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(tree_state(&bids), before, "BIDS_DIR was modified");
-    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_eq!(derivative_files(&out), expected_outputs());
     no_temporaries(&out);
     assert_valid_bids(&out);
     let all = files_under(&out);
@@ -94,6 +118,75 @@ fn example_dataset_end_to_end() {
                 .starts_with("sha256:")
         );
     }
+    // Template space: the model grid, skull-stripped image in [0, 1.5], a brain mask that
+    // overlaps the template's, transforms that invert each other, figures that are PNGs.
+    let a = "sub-01/anat/sub-01";
+    let (t1, _) = read_nifti(&out.join(format!(
+        "{a}_space-MNI152NLin2009aSym_res-2_desc-preproc_T1w.nii.gz"
+    )))
+    .unwrap();
+    assert_eq!(t1.dims(), [96, 112, 96]);
+    assert_eq!(axcodes(t1.affine()), ['R', 'A', 'S']);
+    assert!(t1.data().iter().all(|v| (0.0..=1.5).contains(v)));
+    let (mask, mh) = read_nifti(&out.join(format!(
+        "{a}_space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz"
+    )))
+    .unwrap();
+    assert_eq!(mh.datatype, "uint8");
+    let outside_mask = t1
+        .data()
+        .iter()
+        .zip(mask.data())
+        .filter(|(v, m)| **m == 0.0 && **v != 0.0)
+        .count();
+    assert_eq!(
+        outside_mask, 0,
+        "the template-space image is not skull-stripped"
+    );
+    let sc: Value = serde_json::from_slice(
+        &std::fs::read(out.join(format!(
+            "{a}_space-MNI152NLin2009aSym_res-2_desc-preproc_T1w.json"
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sc["SkullStripped"], true);
+    assert!(sc["Resolution"].as_str().unwrap().starts_with("2 mm"));
+    let report = &sc["hcld"]["Preprocessing"];
+    assert_eq!(report["InputKind"], "FullHead");
+    assert_eq!(report["Registration"]["Source"], "Computed");
+    assert_eq!(report["BrainMask"]["Source"], "Template");
+    assert!(
+        report["BrainMaskDiceWithTemplate"].as_f64().unwrap() > 0.9,
+        "{report}"
+    );
+    assert!(report["BiasCorrection"].is_array(), "{report}");
+    assert_eq!(report["Warnings"], serde_json::json!([]));
+    let read_xfm = |name: &str| {
+        hcld::preprocess::itk::WorldAffine::from_itk_text(
+            &std::fs::read_to_string(out.join(format!("{a}_{name}_mode-image_xfm.txt"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let forward = read_xfm("from-T1w_to-MNI152NLin2009aSym");
+    let backward = read_xfm("from-MNI152NLin2009aSym_to-T1w");
+    assert!(
+        ((forward.0 * backward.0) - nalgebra::Matrix4::identity())
+            .abs()
+            .max()
+            < 1e-9
+    );
+    for f in [
+        "desc-brain_mask.png",
+        "space-MNI152NLin2009aSym_desc-registration_T1w.png",
+    ] {
+        let png = std::fs::read(out.join(format!("sub-01/figures/sub-01_{f}"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{f}"
+        );
+    }
+
     // The IXI scan is stored PSR: the output is its RAS permutation, same world positions.
     let (input, _) = read_nifti(&bids.join("sub-01/anat/sub-01_T1w.nii.gz")).unwrap();
     let (output, _) = read_nifti(&out.join("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz")).unwrap();
@@ -296,7 +389,7 @@ fn one_bad_subject_does_not_stop_the_others() {
             "{line}"
         );
         let written = derivative_files(&out);
-        assert_eq!(written.len(), 6, "{written:?}");
+        assert_eq!(written.len(), 36, "{written:?}");
         assert!(written.iter().all(|f| !f.starts_with("sub-02")));
         no_temporaries(&out);
         assert_eq!(tree_state(&bids), before);
@@ -312,7 +405,7 @@ fn one_bad_subject_does_not_stop_the_others() {
             "--skip-bids-validation"
         ]);
         assert_eq!(code, 65, "{stderr}");
-        assert!(derivative_files(&out2).len() < 6);
+        assert!(derivative_files(&out2).len() < 36);
         assert_valid_bids(&out2);
     }
 }
@@ -399,14 +492,14 @@ fn parallel_jobs_share_one_output_dir() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_eq!(derivative_files(&out), expected_outputs());
     no_temporaries(&out);
     assert_valid_bids(&out);
     let desc: Value =
         serde_json::from_slice(&std::fs::read(out.join("dataset_description.json")).unwrap())
             .unwrap();
     assert_eq!(desc["GeneratedBy"][0]["Name"], "hcld");
-    for f in EXPECTED_OUTPUTS.iter().filter(|f| f.ends_with(".nii.gz")) {
+    for f in expected_outputs().iter().filter(|f| f.ends_with(".nii.gz")) {
         read_nifti(&out.join(f)).unwrap();
     }
 }
@@ -443,7 +536,7 @@ fn output_under_bids_derivatives_is_not_read_back_as_input() {
         .filter(|(p, _)| outside(p))
         .collect();
     assert_eq!(before, after);
-    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_eq!(derivative_files(&out), expected_outputs());
     assert_valid_bids(&out);
 }
 
@@ -491,7 +584,7 @@ fn inputs_that_would_share_an_output_and_malformed_names() {
         stderr.contains("sub-02_acq-MPRAGE-iso_T1w.nii.gz: not a valid BIDS file name"),
         "{stderr}"
     );
-    assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
+    assert_eq!(derivative_files(&out), expected_outputs());
     assert_valid_bids(&out);
 }
 
@@ -501,8 +594,8 @@ fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
     let reference = d.path().join("reference");
     let (code, stderr) = run(args![example(), reference, "participant"]);
     assert_eq!(code, 0, "{stderr}");
-    // SIGKILL at several points of a run (startup, mid-write, near the end).
-    for (i, delay_ms) in [5u64, 40, 90, 140, 200].into_iter().enumerate() {
+    // SIGKILL at several points of a run (startup, registration, bias correction, writing).
+    for (i, delay_ms) in [5u64, 400, 1500, 3000, 4500].into_iter().enumerate() {
         let out = d.path().join(format!("killed{i}"));
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
             .args([example().as_os_str(), out.as_os_str()])
@@ -531,11 +624,11 @@ fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
         let (code, stderr) = run(args![example(), out, "participant"]);
         assert_eq!(code, 0, "{stderr}");
         no_temporaries(&out);
-        assert_eq!(derivative_files(&out), EXPECTED_OUTPUTS);
-        for f in EXPECTED_OUTPUTS {
+        assert_eq!(derivative_files(&out), expected_outputs());
+        for f in expected_outputs() {
             assert_eq!(
-                std::fs::read(out.join(f)).unwrap(),
-                std::fs::read(reference.join(f)).unwrap(),
+                std::fs::read(out.join(&f)).unwrap(),
+                std::fs::read(reference.join(&f)).unwrap(),
                 "{f} differs after a kill at {delay_ms} ms and a re-run"
             );
         }
