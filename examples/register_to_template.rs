@@ -32,7 +32,12 @@ fn main() -> Result<()> {
     let grid = template_grid(&t1, 2.0);
     // Prepare the shared fixed images before timing (once per process in the pipeline too).
     let warm = read_nifti(std::path::Path::new(&inputs[0]))?.0;
+    let start = Instant::now();
     let _ = register_to_template(&to_closest_canonical(&warm), kind, None);
+    eprintln!(
+        "{}",
+        serde_json::json!({"prepare_seconds_including_one_registration": start.elapsed().as_secs_f64()})
+    );
     for input in inputs {
         let (v, _) = read_nifti(std::path::Path::new(input))?;
         let v = to_closest_canonical(&v);

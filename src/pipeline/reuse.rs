@@ -72,19 +72,60 @@ fn same_acquisition(candidate: &BidsFile, source: &BidsFile) -> bool {
         })
 }
 
-/// Candidates for `query` across the datasets that may hold reusable derivatives, most specific
-/// first (the one sharing the most entities with the source).
-fn candidates<'a>(layout: &'a Layout, job: &Job, query: &Query) -> Vec<(&'a Layout, &'a BidsFile)> {
+/// The datasets that may hold reusable derivatives: `--derivatives` and `BIDS_DIR/derivatives/*`,
+/// and BIDS_DIR itself when it is a derivatives dataset.
+fn datasets(layout: &Layout) -> Vec<&Layout> {
     let mut sets: Vec<&Layout> = layout.derivatives().iter().collect();
     if layout.is_derivative() {
         sets.insert(0, layout);
     }
-    let mut found: Vec<(&Layout, &BidsFile)> = sets
+    sets
+}
+
+/// Brain masks for `job`: native-space masks (no `space-`, or `space-T1w`) first, then the most
+/// specific (sharing the most entities with the source).
+fn mask_candidates<'a>(layout: &'a Layout, job: &Job) -> Vec<(&'a Layout, &'a BidsFile)> {
+    let query = brain_mask_query();
+    let mut found: Vec<(&Layout, &BidsFile)> = datasets(layout)
         .into_iter()
-        .flat_map(|l| l.get(query).into_iter().map(move |f| (l, f)))
+        .flat_map(|l| l.get(&query).into_iter().map(move |f| (l, f)))
         .filter(|(_, f)| same_acquisition(f, &job.source) && !f.is_dangling())
         .collect();
-    found.sort_by_key(|(_, f)| std::cmp::Reverse(f.entities().len()));
+    found.sort_by_key(|(_, f)| {
+        let native = f.entity(Entity::Space).is_none_or(|s| s == "T1w");
+        (!native, std::cmp::Reverse(f.entities().len()))
+    });
+    found
+}
+
+/// Transform files for `job`, found by listing the subject's `anat` folders directly: ITK text
+/// transforms are commonly listed in a dataset's `.bidsignore` (BIDS does not name them yet, and
+/// hcld's own output does this), which keeps them out of the index but not out of use.
+fn transform_candidates(layout: &Layout, job: &Job, query: &Query) -> Vec<(PathBuf, String)> {
+    let mut folder = PathBuf::from(format!("sub-{}", job.subject()));
+    if let Some(s) = job.source.entity(Entity::Session) {
+        folder.push(format!("ses-{s}"));
+    }
+    folder.push("anat");
+    let mut found = Vec::new();
+    for l in datasets(layout) {
+        let Ok(entries) = std::fs::read_dir(l.root().join(&folder)) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = format!("{}/{name}", folder.display());
+            let file = BidsFile::from_rel(rel.clone(), false);
+            if query.matches(&file) && same_acquisition(&file, &job.source) {
+                found.push((l.root().join(&rel), display_rel(l, &rel)));
+            }
+        }
+    }
     found
 }
 
@@ -107,9 +148,10 @@ pub fn find_reusable(layout: &Layout, job: &Job, t1w: &Volume) -> Result<Reuse, 
         .entity(Entity::Mode, &["image"])
         .extensions(&[".txt"]);
     if reuse.registration.is_none()
-        && let Some((l, f)) = candidates(layout, job, &xfm_query).into_iter().next()
+        && let Some((path, shown)) = transform_candidates(layout, job, &xfm_query)
+            .into_iter()
+            .next()
     {
-        let path = l.path_of(f);
         let text = std::fs::read_to_string(&path).map_err(|e| ReuseError::Transform {
             path: path.clone(),
             reason: e.to_string(),
@@ -120,13 +162,10 @@ pub fn find_reusable(layout: &Layout, job: &Job, t1w: &Volume) -> Result<Reuse, 
         })?;
         reuse.registration = Some(KnownRegistration::Transform {
             template_to_t1w: map,
-            file: display(l, f),
+            file: shown,
         });
     }
-    if let Some((l, f)) = candidates(layout, job, &brain_mask_query())
-        .into_iter()
-        .next()
-    {
+    if let Some((l, f)) = mask_candidates(layout, job).into_iter().next() {
         let path = l.path_of(f);
         let (mask, _) = read_nifti(&path)?;
         let space = f.entity(Entity::Space).filter(|s| *s != "T1w");
@@ -163,12 +202,17 @@ pub fn find_reusable(layout: &Layout, job: &Job, t1w: &Volume) -> Result<Reuse, 
 }
 
 fn display(layout: &Layout, file: &BidsFile) -> String {
-    let root = layout.root();
-    let name = root
+    display_rel(layout, file.rel_path())
+}
+
+/// `<dataset folder name>/<relative path>`, how sidecars name reused files.
+fn display_rel(layout: &Layout, rel: &str) -> String {
+    let name = layout
+        .root()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Path::new(&name).join(file.rel_path()).display().to_string()
+    Path::new(&name).join(rel).display().to_string()
 }
 
 /// Resamples a mask onto the T1w grid (through `t1w_to_mask_world`) and checks that it lies on it:

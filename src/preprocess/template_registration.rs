@@ -46,6 +46,10 @@ pub const PLAUSIBLE_SCALES: (f64, f64) = (0.55, 1.3);
 /// failed head-to-brain fits 0.05–0.17 (docs/benchmarks.md).
 pub const LOW_CORRELATION: f64 = 0.3;
 
+/// Below this brain correlation the image is not a brain T1w at all (noise, another body part, a
+/// T2w named T1w): an error, not a warning. Uniform noise gives 0.00, a featureless ball 0.24.
+pub const FAILED_CORRELATION: f64 = 0.1;
+
 /// A fitted template registration and its checks.
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateFit {
@@ -67,9 +71,19 @@ pub struct TemplateFit {
 /// Why no usable fit was found.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TemplateFitError {
+    /// The input holds no anatomy.
+    #[error(
+        "the image is blank or constant: there is no anatomy to register (check that the file holds the T1w you meant)"
+    )]
+    NoAnatomy,
     /// The optimiser could not run.
     #[error(transparent)]
-    Registration(#[from] RegistrationError),
+    Registration(RegistrationError),
+    /// After registration the image does not resemble a brain T1w.
+    #[error(
+        "after registration the image does not resemble a brain T1w (correlation with the template brain r = {0:.2}, below {FAILED_CORRELATION}); check that it is a T1-weighted brain image with a correct header"
+    )]
+    NotABrain(f64),
     /// The fit is implausible.
     #[error(
         "registration to the template failed: scale factors {0:.2?} are implausible for a brain (is this a brain T1w, and is its header's voxel size right?)"
@@ -161,6 +175,15 @@ fn fixed_images() -> Result<&'static FixedImages, TemplateFitError> {
         .map_err(Clone::clone)
 }
 
+impl From<RegistrationError> for TemplateFitError {
+    fn from(e: RegistrationError) -> Self {
+        match e {
+            RegistrationError::Blank("moving") => TemplateFitError::NoAnatomy,
+            other => TemplateFitError::Registration(other),
+        }
+    }
+}
+
 /// Registers `t1w` to the template. `initial` replaces moments initialisation when given (e.g.
 /// a transform from `--derivatives` to refine).
 pub fn register_to_template(
@@ -215,12 +238,7 @@ pub fn register_to_template(
         return Err(TemplateFitError::Implausible(scales));
     }
     let converged = levels.last().is_some_and(|l| l.converged);
-    let mut warnings = Vec::new();
-    if !converged {
-        warnings.push(
-            "registration did not converge at the finest level (iteration cap reached); check the registration figure".to_string(),
-        );
-    }
+    let warnings = convergence_warnings(&levels);
     Ok(TemplateFit {
         template_to_t1w,
         input_kind: kind,
@@ -231,9 +249,21 @@ pub fn register_to_template(
     })
 }
 
+/// A QC warning when the finest level stopped at its iteration cap instead of converging.
+fn convergence_warnings(levels: &[LevelReport]) -> Vec<String> {
+    match levels.last() {
+        Some(l) if !l.converged => vec![format!(
+            "registration did not converge at the finest level ({} mm, stopped at the cap of {} iterations); check the registration figure",
+            l.resolution_mm, l.iterations
+        )],
+        _ => vec![],
+    }
+}
+
 /// Pearson correlation, inside the template brain mask on the 2 mm grid, of the template T1w with
 /// `t1w` seen through `template_to_t1w`: the registration QC number. Low values flag a failed fit
-/// (or a badly biased image), and a warning is added to `fit` when it is below [`LOW_CORRELATION`].
+/// (or a badly biased image): below [`FAILED_CORRELATION`] it is an error, below
+/// [`LOW_CORRELATION`] a warning is added to `fit`.
 pub fn check_brain_correlation(
     t1w: &Volume,
     fit: &mut TemplateFit,
@@ -249,6 +279,9 @@ pub fn check_brain_correlation(
     )
     .map_err(|e| TemplateFitError::Template(e.to_string()))?;
     let r = correlation(moved.data(), fixed.check_t1.data(), &fixed.check_mask);
+    if r < FAILED_CORRELATION {
+        return Err(TemplateFitError::NotABrain(r));
+    }
     if r < LOW_CORRELATION {
         fit.warnings.push(format!(
             "the registered brain correlates poorly with the template (r = {r:.2} < {LOW_CORRELATION}); check the registration figure"
@@ -284,5 +317,57 @@ pub fn correlation(a: &[f32], b: &[f32], mask: &[bool]) -> f64 {
         0.0
     } else {
         sab / (saa * sbb).sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::register::{MovingPyramid, Stage};
+
+    #[test]
+    fn an_iteration_cap_is_reported_as_not_converged() {
+        let t1 = TemplateImage::T1w.load().unwrap();
+        let config = RegistrationConfig {
+            rigid_levels_mm: vec![],
+            affine_levels_mm: vec![8.0],
+            max_iterations: 2,
+            ..RegistrationConfig::default()
+        };
+        let fixed = FixedImage::new(&t1, None, &[8.0], &config).unwrap();
+        let mut shifted = nalgebra::Matrix4::identity();
+        shifted[(0, 3)] = 15.0;
+        let moving = resample_mapped(
+            &t1,
+            &super::super::resample::Grid::of(&t1),
+            &shifted,
+            Interpolation::Linear,
+            0.0,
+        )
+        .unwrap();
+        let pyramid = MovingPyramid::new(&moving, &[8.0]);
+        let reg = register(
+            &fixed,
+            &pyramid,
+            &WorldAffine(nalgebra::Matrix4::identity()),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(reg.levels[0].stage, Stage::Affine);
+        assert!(!reg.converged());
+        let warnings = convergence_warnings(&reg.levels);
+        assert!(warnings[0].contains("did not converge"), "{warnings:?}");
+        // With room to converge, no warning.
+        let reg = register(
+            &fixed,
+            &pyramid,
+            &WorldAffine(nalgebra::Matrix4::identity()),
+            &RegistrationConfig {
+                max_iterations: 300,
+                ..config
+            },
+        )
+        .unwrap();
+        assert!(reg.converged() && convergence_warnings(&reg.levels).is_empty());
     }
 }

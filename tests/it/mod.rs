@@ -1,7 +1,9 @@
+mod bias;
 mod cli;
 mod layout;
 mod nifti;
 mod participant;
+mod preprocessing;
 mod registration;
 mod transforms;
 mod util;
