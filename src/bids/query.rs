@@ -38,6 +38,12 @@ pub struct Query {
 }
 
 impl Query {
+    /// The same query without any condition on `field`.
+    pub fn dropping(mut self, field: Field) -> Self {
+        self.conditions.retain(|(f, _)| *f != field);
+        self
+    }
+
     /// A query matching every file.
     pub fn new() -> Self {
         Query::default()

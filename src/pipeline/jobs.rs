@@ -32,6 +32,45 @@ impl Job {
     }
 }
 
+/// In an sMRIPrep/fMRIPrep dataset given as BIDS_DIR, preprocessed T1w images already in an MNI152
+/// space (`space-MNI152…_desc-preproc_T1w`) for acquisitions that have no native-space one: they
+/// are used as they are, with an identity registration. `native_query` is the selection's query
+/// (which excludes `space-`); the same filters apply, with `space-` allowed.
+fn template_space_inputs<'a>(
+    layout: &'a Layout,
+    native_query: &Query,
+    native: &[&'a BidsFile],
+) -> Vec<&'a BidsFile> {
+    let key = |f: &BidsFile| -> Vec<(Entity, String)> {
+        f.entities()
+            .iter()
+            .filter(|(e, _)| !matches!(e, Entity::Space | Entity::Resolution | Entity::Cohort))
+            .cloned()
+            .collect()
+    };
+    let native_keys: Vec<_> = native.iter().map(|f| key(f)).collect();
+    let relaxed = native_query
+        .clone()
+        .dropping(crate::bids::Field::Entity(Entity::Space));
+    let mut seen = Vec::new();
+    layout
+        .get(&relaxed)
+        .into_iter()
+        .filter(|f| {
+            f.entity(Entity::Space)
+                .is_some_and(|s| s.starts_with("MNI152"))
+        })
+        .filter(|f| {
+            let k = key(f);
+            let fresh = !native_keys.contains(&k) && !seen.contains(&k);
+            if fresh {
+                seen.push(k);
+            }
+            fresh
+        })
+        .collect()
+}
+
 /// Selects the T1w images to process. Requested labels that do not exist, and selections that
 /// match no T1w image, are errors (exit 18) that say what is available.
 pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, PipelineError> {
@@ -108,10 +147,11 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             Filter::OneOf(settings.sessions.clone()),
         );
     }
-    let (files, malformed): (Vec<_>, Vec<_>) = layout
-        .get(&query)
-        .into_iter()
-        .partition(|f| f.is_valid_name());
+    let mut found = layout.get(&query);
+    if layout.is_derivative() {
+        found.extend(template_space_inputs(layout, &query, &found));
+    }
+    let (files, malformed): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| f.is_valid_name());
     for f in malformed {
         tracing::warn!(
             "{}: not a valid BIDS file name (entities are key-value with letters and digits only); skipped, rename it to use it",

@@ -83,13 +83,16 @@ fn datasets(layout: &Layout) -> Vec<&Layout> {
 }
 
 /// Brain masks for `job`: native-space masks (no `space-`, or `space-T1w`) first, then the most
-/// specific (sharing the most entities with the source).
+/// specific (sharing the most entities with the source). An input that is itself in a template
+/// space only takes masks in that same space.
 fn mask_candidates<'a>(layout: &'a Layout, job: &Job) -> Vec<(&'a Layout, &'a BidsFile)> {
     let query = brain_mask_query();
+    let input_space = job.source.entity(Entity::Space);
     let mut found: Vec<(&Layout, &BidsFile)> = datasets(layout)
         .into_iter()
         .flat_map(|l| l.get(&query).into_iter().map(move |f| (l, f)))
         .filter(|(_, f)| same_acquisition(f, &job.source) && !f.is_dangling())
+        .filter(|(_, f)| input_space.is_none() || f.entity(Entity::Space) == input_space)
         .collect();
     found.sort_by_key(|(_, f)| {
         let native = f.entity(Entity::Space).is_none_or(|s| s == "T1w");
@@ -172,6 +175,10 @@ pub fn find_reusable(layout: &Layout, job: &Job, t1w: &Volume) -> Result<Reuse, 
         let to_t1w = match (space, &reuse.registration) {
             // Native mask: same world (scanner) coordinates, possibly another grid.
             (None, _) => nalgebra::Matrix4::identity(),
+            // Input and mask in the same template space.
+            (Some(s), _) if job.source.entity(Entity::Space) == Some(s) => {
+                nalgebra::Matrix4::identity()
+            }
             (
                 Some(s),
                 Some(KnownRegistration::Transform {

@@ -296,3 +296,47 @@ fn blank_and_non_brain_images_fail_with_a_reason_and_odd_ones_warn() {
         }
     }
 }
+
+#[test]
+fn inputs_already_in_mni_space_are_not_registered_again() {
+    // A derivatives dataset as BIDS_DIR (hcld's own output, as sMRIPrep's would be) where sub-01
+    // has only its MNI152NLin2009aSym preprocessed T1w: that image is used with an identity
+    // registration, and its mask in the same space is reused.
+    let d = tempfile::tempdir().unwrap();
+    let first = d.path().join("first");
+    let (code, stderr) = run(args![
+        example(),
+        first,
+        "participant",
+        "--participant-label",
+        "01"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for f in [
+        "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+        "sub-01/anat/sub-01_desc-preproc_T1w.json",
+        "sub-01/anat/sub-01_desc-brain_mask.nii.gz",
+        "sub-01/anat/sub-01_desc-brain_mask.json",
+    ] {
+        std::fs::remove_file(first.join(f)).unwrap();
+    }
+    let out = d.path().join("out");
+    let (code, stderr) = run(args![first, out, "participant", "--skip-bids-validation"]);
+    assert_eq!(code, 0, "{stderr}");
+    let r = report(&out);
+    assert_eq!(r["Registration"]["Source"], "Identity", "{r}");
+    assert_eq!(r["Registration"]["Space"], "MNI152NLin2009aSym", "{r}");
+    assert_eq!(r["BrainMask"]["Source"], "Derivatives", "{r}");
+    assert!(
+        r["BrainMaskDiceWithTemplate"].as_f64().unwrap() > 0.9,
+        "{r}"
+    );
+    let identity = hcld::preprocess::itk::WorldAffine(Matrix4::identity()).to_itk_text();
+    assert_eq!(
+        std::fs::read_to_string(
+            out.join("sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt")
+        )
+        .unwrap(),
+        identity
+    );
+}
