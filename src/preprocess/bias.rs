@@ -102,15 +102,11 @@ pub fn correct_bias(
     let mut log_bias = vec![0f64; points.len()];
     let mut iterations = Vec::new();
     let mut converged = Vec::new();
-    let [nx, ny, _] = dims;
-    let coords: Vec<(usize, usize, usize)> = points
-        .iter()
-        .map(|&p| (p % nx, (p / nx) % ny, p / (nx * ny)))
-        .collect();
     for (level, &max_iter) in config.iterations.iter().enumerate() {
         if level > 0 {
             field = field.refined();
         }
+        let basis = field.basis_at(&points);
         let mut done = false;
         let mut it = 0;
         while it < max_iter {
@@ -127,9 +123,9 @@ pub fn correct_bias(
                 .map(|(u, s)| u - s)
                 .collect();
             let mut delta = BsplineField::zeros(dims, field.spans());
-            delta.fit(&points, &residual);
+            delta.fit_at(&basis, &residual);
             field.add(&delta);
-            let update: Vec<f64> = coords.iter().map(|&(i, j, k)| delta.at(i, j, k)).collect();
+            let update = delta.values_at(&basis);
             for (b, d) in log_bias.iter_mut().zip(&update) {
                 *b += d;
             }

@@ -17,6 +17,16 @@ fn basis(f: f64) -> [f64; 4] {
     ]
 }
 
+/// Precomputed basis weights of a set of points on a lattice of given spans.
+#[derive(Debug, Clone)]
+pub struct PointBasis {
+    spans: [usize; 3],
+    /// Linear index of each point's first (lowest) control point.
+    first: Vec<usize>,
+    /// Per point, the 4 basis weights along x, y and z.
+    weights: Vec<[[f64; 4]; 3]>,
+}
+
 /// A control lattice with `spans` B-spline spans per axis over a voxel grid of `dims`.
 #[derive(Debug, Clone)]
 pub struct BsplineField {
@@ -58,6 +68,99 @@ impl BsplineField {
     #[inline]
     fn cidx(&self, a: usize, b: usize, c: usize) -> usize {
         a + (self.spans[0] + 3) * (b + (self.spans[1] + 3) * c)
+    }
+
+    /// The basis weights of `points` (linear voxel indices) on this lattice, computed once and
+    /// reused by [`BsplineField::fit_at`] and [`BsplineField::values_at`] while the spans stay the
+    /// same (N4 fits the same points dozens of times per level).
+    pub fn basis_at(&self, points: &[usize]) -> PointBasis {
+        let [nx, ny, _] = self.dims;
+        let mut first = Vec::with_capacity(points.len());
+        let mut weights = Vec::with_capacity(points.len());
+        for &p in points {
+            let (i, j, k) = (p % nx, (p / nx) % ny, p / (nx * ny));
+            let (ki, fi) = self.param(0, i);
+            let (kj, fj) = self.param(1, j);
+            let (kk, fk) = self.param(2, k);
+            first.push(self.cidx(ki, kj, kk));
+            weights.push([basis(fi), basis(fj), basis(fk)]);
+        }
+        PointBasis {
+            spans: self.spans,
+            first,
+            weights,
+        }
+    }
+
+    /// [`BsplineField::fit`] with precomputed basis weights.
+    pub fn fit_at(&mut self, basis: &PointBasis, values: &[f64]) {
+        assert_eq!(
+            basis.spans, self.spans,
+            "basis computed for another lattice"
+        );
+        let sx = self.spans[0] + 3;
+        let sxy = sx * (self.spans[1] + 3);
+        let mut num = vec![0f64; self.control.len()];
+        let mut den = vec![0f64; self.control.len()];
+        for ((&first, [wi, wj, wk]), &v) in basis.first.iter().zip(&basis.weights).zip(values) {
+            let mut sum_sq = 0.0;
+            for c in wk {
+                for b in wj {
+                    for a in wi {
+                        let w = a * b * c;
+                        sum_sq += w * w;
+                    }
+                }
+            }
+            if sum_sq <= 0.0 {
+                continue;
+            }
+            let scale = v / sum_sq;
+            for (c, wc) in wk.iter().enumerate() {
+                for (b, wb) in wj.iter().enumerate() {
+                    let row = first + b * sx + c * sxy;
+                    for (a, wa) in wi.iter().enumerate() {
+                        let w = wa * wb * wc;
+                        let w2 = w * w;
+                        // w² · φ_c with φ_c = w·v / Σw².
+                        num[row + a] += w2 * w * scale;
+                        den[row + a] += w2;
+                    }
+                }
+            }
+        }
+        for ((c, n), d) in self.control.iter_mut().zip(&num).zip(&den) {
+            *c = if *d > 0.0 { n / d } else { 0.0 };
+        }
+    }
+
+    /// The field at the points of `basis`.
+    pub fn values_at(&self, basis: &PointBasis) -> Vec<f64> {
+        assert_eq!(
+            basis.spans, self.spans,
+            "basis computed for another lattice"
+        );
+        let sx = self.spans[0] + 3;
+        let sxy = sx * (self.spans[1] + 3);
+        basis
+            .first
+            .iter()
+            .zip(&basis.weights)
+            .map(|(&first, [wi, wj, wk])| {
+                let mut s = 0.0;
+                for (c, wc) in wk.iter().enumerate() {
+                    for (b, wb) in wj.iter().enumerate() {
+                        let row = first + b * sx + c * sxy;
+                        let mut r = 0.0;
+                        for (a, wa) in wi.iter().enumerate() {
+                            r += wa * self.control[row + a];
+                        }
+                        s += wc * wb * r;
+                    }
+                }
+                s
+            })
+            .collect()
     }
 
     /// Fits the lattice to `values` at voxel indices `points` (linear indices into `dims`),
@@ -192,6 +295,22 @@ impl BsplineField {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_basis_gives_the_same_fit_and_values() {
+        let dims = [9, 8, 7];
+        let points: Vec<usize> = (0..9 * 8 * 7).step_by(3).collect();
+        let values: Vec<f64> = points.iter().map(|&p| (p as f64 * 0.37).sin()).collect();
+        let mut a = BsplineField::zeros(dims, [2, 2, 1]);
+        let mut b = a.clone();
+        a.fit(&points, &values);
+        let basis = b.basis_at(&points);
+        b.fit_at(&basis, &values);
+        let va = points.iter().map(|&p| a.at(p % 9, (p / 9) % 8, p / 72));
+        for (x, y) in va.zip(b.values_at(&basis)) {
+            assert!((x - y).abs() < 1e-12);
+        }
+    }
 
     #[test]
     fn basis_is_a_partition_of_unity() {

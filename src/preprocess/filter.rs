@@ -57,10 +57,18 @@ fn convolve_axis(data: &[f32], dims: [usize; 3], axis: usize, kernel: &[f32]) ->
                 let base = i + nx * (j + ny * k);
                 let pos = [i, j, k][axis] as i64;
                 let mut acc = 0f32;
-                for (t, w) in kernel.iter().enumerate() {
-                    let q = (pos + t as i64 - r).clamp(0, n - 1);
-                    let idx = base as i64 + (q - pos) * stride as i64;
-                    acc += w * data[idx as usize];
+                if pos >= r && pos + r < n {
+                    // Interior: no clamping, a plain strided dot product.
+                    let start = base - r as usize * stride;
+                    for (t, w) in kernel.iter().enumerate() {
+                        acc += w * data[start + t * stride];
+                    }
+                } else {
+                    for (t, w) in kernel.iter().enumerate() {
+                        let q = (pos + t as i64 - r).clamp(0, n - 1);
+                        let idx = base as i64 + (q - pos) * stride as i64;
+                        acc += w * data[idx as usize];
+                    }
                 }
                 o[i + nx * j] = acc;
             }

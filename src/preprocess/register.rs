@@ -172,8 +172,10 @@ impl FixedImage {
     ) -> Result<FixedImage, RegistrationError> {
         let mut centre_acc = Vector3::zeros();
         let mut raw_levels = Vec::new();
+        // Levels built finest first, each from the previous one (one big smoothing, not three).
+        let pyramid = MovingPyramid::new(image, resolutions_mm);
         for &res in resolutions_mm {
-            let level = downsample(image, res);
+            let level = pyramid.level(res).expect("built above").clone();
             let mask_level = mask.map(|m| {
                 resample(
                     m,

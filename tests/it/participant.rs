@@ -613,11 +613,23 @@ fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
             .filter(|f| !f.rsplit('/').next().unwrap_or(f).starts_with('.'));
         for f in visible {
             let p = out.join(&f);
+            let bytes = std::fs::read(&p).unwrap();
             if f.ends_with(".nii.gz") {
                 read_nifti(&p).unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {e}"));
-            } else {
-                let _: Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+            } else if f.ends_with(".json") {
+                let _: Value = serde_json::from_slice(&bytes)
                     .unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {f}: {e}"));
+            } else if f.ends_with(".txt") {
+                hcld::preprocess::itk::WorldAffine::from_itk_text(&String::from_utf8_lossy(&bytes))
+                    .unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {f}: {e}"));
+            } else if f.ends_with(".png") {
+                // Complete PNGs start with the signature and end with the IEND chunk.
+                assert!(
+                    bytes.starts_with(b"\x89PNG") && bytes.ends_with(&[0xAE, 0x42, 0x60, 0x82]),
+                    "after kill at {delay_ms} ms: {f} is incomplete"
+                );
+            } else {
+                panic!("unexpected output {f}");
             }
         }
         // A re-run completes and equals an uninterrupted run, byte for byte.
