@@ -428,22 +428,35 @@ impl DerivativesDataset {
     /// subject, written concurrently) are never touched.
     pub fn remove_stale_temporaries(&self, name: &DerivativeName) {
         let Ok(path) = self.path(name) else { return };
-        let Some(dir) = path.parent() else { return };
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
         let prefix = format!("{}_", name.source_key());
-        for e in rd.flatten() {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            // Temporary names are `.hcldtmp-<random>-<final name>`.
-            let final_name = n
-                .strip_prefix(TMP_PREFIX)
-                .and_then(|r| r.split_once('-'))
-                .map(|(_, f)| f);
-            if final_name.is_some_and(|f| f.starts_with(&prefix)) {
-                let _ = std::fs::remove_file(e.path());
-            }
+        if let Some(dir) = path.parent() {
+            remove_temporaries_in(dir, &prefix);
+        }
+        // QC figures live in `sub-<L>/figures/` under the same source prefix.
+        if let Some(subject) = name.entity(Entity::Subject) {
+            remove_temporaries_in(
+                &self.root.join(format!("sub-{subject}")).join("figures"),
+                &prefix,
+            );
+        }
+    }
+}
+
+/// Removes `dir`'s temporary files (`.hcldtmp-<random>-<final name>`) whose final name starts with
+/// `prefix`.
+fn remove_temporaries_in(dir: &Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        let final_name = n
+            .strip_prefix(TMP_PREFIX)
+            .and_then(|r| r.split_once('-'))
+            .map(|(_, f)| f);
+        if final_name.is_some_and(|f| f.starts_with(prefix)) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -166,42 +166,8 @@ impl BsplineField {
     /// Fits the lattice to `values` at voxel indices `points` (linear indices into `dims`),
     /// replacing its control points.
     pub fn fit(&mut self, points: &[usize], values: &[f64]) {
-        let mut num = vec![0f64; self.control.len()];
-        let mut den = vec![0f64; self.control.len()];
-        let [nx, ny, _] = self.dims;
-        for (&p, &v) in points.iter().zip(values) {
-            let (i, j, k) = (p % nx, (p / nx) % ny, p / (nx * ny));
-            let (ki, fi) = self.param(0, i);
-            let (kj, fj) = self.param(1, j);
-            let (kk, fk) = self.param(2, k);
-            let (wi, wj, wk) = (basis(fi), basis(fj), basis(fk));
-            let mut sum_sq = 0.0;
-            for c in wk {
-                for b in wj {
-                    for a in wi {
-                        let w = a * b * c;
-                        sum_sq += w * w;
-                    }
-                }
-            }
-            if sum_sq <= 0.0 {
-                continue;
-            }
-            for (c, wc) in wk.iter().enumerate() {
-                for (b, wb) in wj.iter().enumerate() {
-                    for (a, wa) in wi.iter().enumerate() {
-                        let w = wa * wb * wc;
-                        let phi = w * v / sum_sq;
-                        let idx = self.cidx(ki + a, kj + b, kk + c);
-                        num[idx] += w * w * phi;
-                        den[idx] += w * w;
-                    }
-                }
-            }
-        }
-        for ((c, n), d) in self.control.iter_mut().zip(&num).zip(&den) {
-            *c = if *d > 0.0 { n / d } else { 0.0 };
-        }
+        let basis = self.basis_at(points);
+        self.fit_at(&basis, values);
     }
 
     /// Adds another lattice of the same shape.

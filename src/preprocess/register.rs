@@ -146,11 +146,16 @@ pub fn moments_initialisation(
 ) -> Result<WorldAffine, RegistrationError> {
     let cf = centre_of_mass(fixed).ok_or(RegistrationError::Blank("fixed"))?;
     let cm = centre_of_mass(moving).ok_or(RegistrationError::Blank("moving"))?;
+    Ok(translation(cf, cm))
+}
+
+/// The translation taking point `from` to point `to` (world mm).
+pub fn translation(from: [f64; 3], to: [f64; 3]) -> WorldAffine {
     let mut m = Matrix4::identity();
     for r in 0..3 {
-        m[(r, 3)] = cm[r] - cf[r];
+        m[(r, 3)] = to[r] - from[r];
     }
-    Ok(WorldAffine(m))
+    WorldAffine(m)
 }
 
 /// A fixed image prepared for registration: its pyramid and optional mask, built once and reused

@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::itk::WorldAffine;
 use super::morphology::dilate;
 use super::register::{
-    FixedImage, LevelReport, MovingPyramid, RegistrationConfig, RegistrationError,
-    moments_initialisation, register,
+    FixedImage, LevelReport, MovingPyramid, RegistrationConfig, RegistrationError, centre_of_mass,
+    register, translation,
 };
 use super::resample::{Interpolation, resample_mapped};
 use super::template::{TemplateImage, template_grid};
@@ -98,6 +98,9 @@ struct FixedImages {
     head: FixedImage,
     brain_in_wide_mask: FixedImage,
     brain: FixedImage,
+    /// Centres of mass of the head and brain templates (moments initialisation).
+    head_centre: [f64; 3],
+    brain_centre: [f64; 3],
     /// ICBM T1 and brain mask on the 2 mm grid, for the correlation check.
     check_t1: Volume,
     check_mask: Vec<bool>,
@@ -158,7 +161,12 @@ fn fixed_images() -> Result<&'static FixedImages, TemplateFitError> {
             .iter()
             .map(|&v| v > 0.5)
             .collect();
+            let centre = |v: &Volume| {
+                centre_of_mass(v).ok_or_else(|| TemplateFitError::Template("blank template".into()))
+            };
             Ok(FixedImages {
+                head_centre: centre(&head)?,
+                brain_centre: centre(&t1)?,
                 head: FixedImage::new(&head, None, &[8.0, 4.0], &head_config())?,
                 brain_in_wide_mask: FixedImage::new(
                     &t1,
@@ -192,42 +200,30 @@ pub fn register_to_template(
     initial: Option<&WorldAffine>,
 ) -> Result<TemplateFit, TemplateFitError> {
     let fixed = fixed_images()?;
-    let mut levels = Vec::new();
-    let template_to_t1w = match kind {
-        InputKind::FullHead => {
-            let head = TemplateImage::HeadT1w
-                .load()
-                .map_err(|e| TemplateFitError::Template(e.to_string()))?;
-            let init = match initial {
-                Some(t) => *t,
-                None => moments_initialisation(&head, t1w)?,
-            };
-            let pyramid = MovingPyramid::new(t1w, &[8.0, 4.0, 2.0]);
-            let coarse = register(&fixed.head, &pyramid, &init, &head_config())?;
-            levels.extend(coarse.levels);
-            let fine = register(
-                &fixed.brain_in_wide_mask,
-                &pyramid,
-                &coarse.fixed_to_moving,
-                &refine_config(),
-            )?;
-            levels.extend(fine.levels);
-            fine.fixed_to_moving
-        }
-        InputKind::SkullStripped => {
-            let t1 = TemplateImage::T1w
-                .load()
-                .map_err(|e| TemplateFitError::Template(e.to_string()))?;
-            let init = match initial {
-                Some(t) => *t,
-                None => moments_initialisation(&t1, t1w)?,
-            };
-            let pyramid = MovingPyramid::new(t1w, &[8.0, 4.0, 2.0]);
-            let fit = register(&fixed.brain, &pyramid, &init, &brain_config())?;
-            levels.extend(fit.levels);
-            fit.fixed_to_moving
-        }
+    let (stages, template_centre) = match kind {
+        InputKind::FullHead => (
+            vec![
+                (&fixed.head, head_config()),
+                (&fixed.brain_in_wide_mask, refine_config()),
+            ],
+            fixed.head_centre,
+        ),
+        InputKind::SkullStripped => (vec![(&fixed.brain, brain_config())], fixed.brain_centre),
     };
+    let mut template_to_t1w = match initial {
+        Some(t) => *t,
+        None => translation(
+            template_centre,
+            centre_of_mass(t1w).ok_or(TemplateFitError::NoAnatomy)?,
+        ),
+    };
+    let pyramid = MovingPyramid::new(t1w, &[8.0, 4.0, 2.0]);
+    let mut levels = Vec::new();
+    for (fixed_image, config) in stages {
+        let fit = register(fixed_image, &pyramid, &template_to_t1w, &config)?;
+        levels.extend(fit.levels);
+        template_to_t1w = fit.fixed_to_moving;
+    }
     let m: Matrix3<f64> = template_to_t1w.0.fixed_view::<3, 3>(0, 0).into_owned();
     let sv = m.svd(false, false).singular_values;
     let scales = [sv[0], sv[1], sv[2]];

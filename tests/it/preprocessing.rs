@@ -23,6 +23,20 @@ fn report(out: &Path) -> Value {
         .clone()
 }
 
+/// Preprocesses sub-01 of the example into `dir/first` and returns that folder.
+fn first_run(dir: &Path) -> PathBuf {
+    let first = dir.join("first");
+    let (code, stderr) = run(args![
+        example(),
+        first,
+        "participant",
+        "--participant-label",
+        "01"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    first
+}
+
 /// A copy of the example dataset with sub-01's T1w replaced (sidecar kept unless `sidecar` given).
 fn dataset_with_sub01(dir: &Path, image: &Volume, sidecar: Option<&str>) -> PathBuf {
     let bids = dir.join("bids");
@@ -45,15 +59,7 @@ fn dataset_with_sub01(dir: &Path, image: &Volume, sidecar: Option<&str>) -> Path
 #[test]
 fn reuses_masks_and_transforms_from_derivatives() {
     let d = tempfile::tempdir().unwrap();
-    let first = d.path().join("first");
-    let (code, stderr) = run(args![
-        example(),
-        first,
-        "participant",
-        "--participant-label",
-        "01"
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let first = first_run(d.path());
     // A second run given the first one's outputs as --derivatives reuses its mask and transform.
     let second = d.path().join("second");
     let (code, stderr) = run(args![
@@ -130,15 +136,7 @@ fn reuses_masks_and_transforms_from_derivatives() {
 #[test]
 fn skull_stripped_inputs_use_their_own_foreground() {
     let d = tempfile::tempdir().unwrap();
-    let first = d.path().join("first");
-    let (code, stderr) = run(args![
-        example(),
-        first,
-        "participant",
-        "--participant-label",
-        "01"
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let first = first_run(d.path());
     // Strip sub-01 with the first run's mask, declare it in the sidecar.
     let (t1w, _) = read_nifti(&first.join("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz")).unwrap();
     let (mask, _) = read_nifti(&first.join("sub-01/anat/sub-01_desc-brain_mask.nii.gz")).unwrap();
@@ -303,15 +301,7 @@ fn inputs_already_in_mni_space_are_not_registered_again() {
     // has only its MNI152NLin2009aSym preprocessed T1w: that image is used with an identity
     // registration, and its mask in the same space is reused.
     let d = tempfile::tempdir().unwrap();
-    let first = d.path().join("first");
-    let (code, stderr) = run(args![
-        example(),
-        first,
-        "participant",
-        "--participant-label",
-        "01"
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let first = first_run(d.path());
     for f in [
         "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
         "sub-01/anat/sub-01_desc-preproc_T1w.json",
