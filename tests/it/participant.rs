@@ -162,6 +162,25 @@ fn example_dataset_end_to_end() {
     );
     assert!(report["BiasCorrection"].is_array(), "{report}");
     assert_eq!(report["Warnings"], serde_json::json!([]));
+    // Every real scan's brain mask overlaps the template's after registration (acceptance: ≥ 0.90).
+    for stem in [
+        "sub-01/anat/sub-01",
+        "sub-02/anat/sub-02",
+        "sub-03/ses-1/anat/sub-03_ses-1",
+        "sub-03/ses-2/anat/sub-03_ses-2",
+    ] {
+        let sc: Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!(
+                "{stem}_space-MNI152NLin2009aSym_res-2_desc-brain_mask.json"
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        let dice = sc["hcld"]["Preprocessing"]["BrainMaskDiceWithTemplate"]
+            .as_f64()
+            .unwrap();
+        assert!(dice >= 0.9, "{stem}: Dice {dice}");
+    }
     let read_xfm = |name: &str| {
         hcld::preprocess::itk::WorldAffine::from_itk_text(
             &std::fs::read_to_string(out.join(format!("{a}_{name}_mode-image_xfm.txt"))).unwrap(),

@@ -330,3 +330,43 @@ fn inputs_already_in_mni_space_are_not_registered_again() {
         identity
     );
 }
+
+#[test]
+fn one_millimetre_model_grid() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "participant",
+        "--participant-label",
+        "01",
+        "--output-resolution",
+        "1"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let stem = "sub-01/anat/sub-01_space-MNI152NLin2009aSym_res-1";
+    let (t1w, _) = read_nifti(&out.join(format!("{stem}_desc-preproc_T1w.nii.gz"))).unwrap();
+    assert_eq!(t1w.dims(), [192, 224, 192]);
+    assert_eq!(t1w.voxel_sizes(), [1.0, 1.0, 1.0]);
+    let sc = sidecar(&out.join(format!("{stem}_desc-preproc_T1w.json")));
+    assert!(
+        sc["Resolution"].as_str().unwrap().starts_with("1 mm"),
+        "{sc}"
+    );
+    assert!(
+        sc["hcld"]["Preprocessing"]["BrainMaskDiceWithTemplate"]
+            .as_f64()
+            .unwrap()
+            > 0.9
+    );
+    // Only 1 and 2 mm are model grids.
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "participant",
+        "--output-resolution",
+        "3"
+    ]);
+    assert_eq!(code, 64, "{stderr}");
+}
