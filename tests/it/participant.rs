@@ -7,7 +7,8 @@ use hcld::volume::{axcodes, read_nifti};
 use serde_json::Value;
 
 use super::util::{
-    assert_valid_bids, bids_example, copy_tree, data, example, files_under, run, tree_state,
+    assert_valid_bids, bids_example, copy_tree, data, example, failure_line, files_under, run,
+    tree_state,
 };
 use crate::args;
 
@@ -399,10 +400,7 @@ fn one_bad_subject_does_not_stop_the_others() {
         let out = d.path().join("out");
         let (code, stderr) = run(args![bids, out, "participant", "--skip-bids-validation"]);
         assert_eq!(code, 1, "{stderr}");
-        let line = stderr
-            .lines()
-            .find(|l| l.contains("failed: sub-02"))
-            .unwrap_or_else(|| panic!("{stderr}"));
+        let line = failure_line(&stderr, "sub-02");
         assert!(
             line.contains(&bids.join(rel).display().to_string()) && line.contains(want),
             "{line}"
@@ -589,10 +587,7 @@ fn inputs_that_would_share_an_output_and_malformed_names() {
     // ... and without validation hcld still refuses to let one overwrite the other.
     let (code, stderr) = run(args![bids, out, "participant", "--skip-bids-validation"]);
     assert_eq!(code, 1, "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("failed: sub-01"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = failure_line(&stderr, "sub-01");
     assert!(
         line.contains(
             "sub-01_T1w.nii.gz: would write the same outputs as sub-01/anat/sub-01_T1w.nii"

@@ -8,7 +8,7 @@ use hcld::volume::{OutputDtype, Volume, XformCode, read_nifti, write_nifti};
 use nalgebra::Matrix4;
 use serde_json::Value;
 
-use super::util::{copy_tree, example, run, tree_state};
+use super::util::{copy_tree, example, failure_line, run, tree_state};
 use crate::args;
 
 fn sidecar(path: &Path) -> Value {
@@ -122,10 +122,7 @@ fn reuses_masks_and_transforms_from_derivatives() {
         partial
     ]);
     assert_eq!(code, 1, "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("failed: sub-01"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = failure_line(&stderr, "sub-01");
     assert!(
         line.contains("sub-01_space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz")
             && line.contains("no from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.txt"),
@@ -265,10 +262,7 @@ fn blank_and_non_brain_images_fail_with_a_reason_and_odd_ones_warn() {
         match error {
             Some(reason) => {
                 assert_eq!(code, 1, "{what}: {stderr}");
-                let line = stderr
-                    .lines()
-                    .find(|l| l.contains("failed: sub-01"))
-                    .unwrap_or_else(|| panic!("{what}: {stderr}"));
+                let line = failure_line(&stderr, "sub-01");
                 assert!(
                     line.contains("sub-01_T1w.nii.gz") && line.contains(reason),
                     "{what}: {line}"

@@ -149,3 +149,12 @@ pub fn optional_python(tool: &str) -> Option<std::ffi::OsString> {
     }
     found
 }
+
+/// The log line reporting `subject`'s failure (`failed: sub-01: <file>: <reason>`); panics with the
+/// whole log when there is none.
+pub fn failure_line<'a>(stderr: &'a str, subject: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.contains(&format!("failed: {subject}")))
+        .unwrap_or_else(|| panic!("no failure line for {subject}:\n{stderr}"))
+}
