@@ -15,6 +15,7 @@
 pub mod bids;
 pub mod cli;
 pub mod derivatives;
+pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;
