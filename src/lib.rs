@@ -3,11 +3,13 @@
 //! The binary (`src/main.rs`) is thin: it parses the command line with [`cli`], hands the
 //! validated [`cli::Settings`] to [`pipeline::run`], and maps the outcome to an exit code.
 //! Dependencies point one way:
-//! `cli → pipeline → {bids, preprocess, derivatives} → volume`.
+//! `cli → pipeline → {bids, preprocess, model, report, derivatives} → volume`.
 //!
 //! - [`bids`] indexes a BIDS dataset read-only (entities, sidecars, tables, derivatives).
 //! - [`volume`] owns the in-memory image type and every call into the `nifti` crate.
-//! - [`preprocess`] holds pure `Volume → Volume` steps.
+//! - [`preprocess`] holds pure `Volume → Volume` steps (registration, bias correction, masks).
+//! - [`model`] holds the harmonisation model's pieces (schedule, sampler, burn modules).
+//! - [`report`] renders QC figures.
 //! - [`derivatives`] is the only writer into OUTPUT_DIR (names, sidecars, atomic writes).
 //! - [`pipeline`] runs the participant and group levels and returns per-subject outcomes.
 #![deny(missing_docs)]

@@ -3,5 +3,6 @@
 //! the DDIM [`sampler`] (inversion and sampling paths over the training schedule, one move at a
 //! time as coefficients). The networks (burn) join here with the HCLD-model issue.
 
+pub mod attention;
 pub mod sampler;
 pub mod schedule;
