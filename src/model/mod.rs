@@ -6,7 +6,10 @@
 //! autoencoder, UNet, training loops and model artefact join here with the HCLD-model issue.
 
 pub mod attention;
+pub mod autoencoder;
+pub mod blocks;
 pub mod latent_ops;
 pub mod sampler;
 pub mod schedule;
 pub mod time_embedding;
+pub mod unet;
