@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod autoencoder;
 pub mod blocks;
+pub mod diffusion;
 pub mod latent_ops;
 pub mod sampler;
 pub mod schedule;

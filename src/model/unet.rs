@@ -46,6 +46,10 @@ pub struct UnetConfig {
     /// Attention key chunk.
     #[config(default = 4096)]
     pub attention_key_chunk: usize,
+    /// Start the output convolution and each ResBlock's second convolution at zero (MONAI does:
+    /// a new network predicts ε̂ = 0). Off gives a random non-zero network, for tests.
+    #[config(default = true)]
+    pub zero_init_output: bool,
 }
 
 impl UnetConfig {
@@ -85,7 +89,7 @@ impl UnetConfig {
         ResBlockConfig::new(i, o, self.norm_groups)
             .with_norm_eps(self.norm_eps)
             .with_time_embedding_channels(Some(self.time_channels()))
-            .with_zero_init_output(true)
+            .with_zero_init_output(self.zero_init_output)
             .init(device)
     }
 
@@ -163,10 +167,14 @@ impl UnetConfig {
             out_norm: GroupNormConfig::new(self.norm_groups, first)
                 .with_epsilon(self.norm_eps)
                 .init(device),
-            conv_out: Conv3dConfig::new([first, self.out_channels], [3, 3, 3])
-                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
-                .with_initializer(Initializer::Zeros)
-                .init(device),
+            conv_out: if self.zero_init_output {
+                Conv3dConfig::new([first, self.out_channels], [3, 3, 3])
+                    .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
+            } else {
+                conv3(first, self.out_channels, device)
+            },
         }
     }
 }
