@@ -12,7 +12,9 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
-use super::blocks::{Downsample, ResBlock, ResBlockConfig, Upsample, conv1, conv3};
+use super::blocks::{
+    Downsample, ResBlock, ResBlockConfig, Upsample, conv1, conv3, validate_levels,
+};
 
 /// Configuration of [`AutoencoderKl`] (every architecture number is a field).
 #[derive(Config, Debug)]
@@ -53,24 +55,12 @@ impl AutoencoderConfig {
     /// Checks the configuration (it comes from model files): one attention flag per level, group
     /// counts dividing every channel count.
     pub fn validate(&self) -> Result<(), String> {
-        if self.channels.is_empty() || self.attention_levels.len() != self.channels.len() {
-            return Err(format!(
-                "autoencoder: {} channel levels but {} attention flags",
-                self.channels.len(),
-                self.attention_levels.len()
-            ));
-        }
-        if self.norm_groups == 0
-            || self
-                .channels
-                .iter()
-                .any(|c| *c == 0 || !c.is_multiple_of(self.norm_groups))
-        {
-            return Err(format!(
-                "autoencoder: channels {:?} must be multiples of the {} norm groups",
-                self.channels, self.norm_groups
-            ));
-        }
+        validate_levels(
+            "autoencoder",
+            &self.channels,
+            &self.attention_levels,
+            self.norm_groups,
+        )?;
         if self.latent_channels == 0 || self.image_channels == 0 || self.res_blocks == 0 {
             return Err("autoencoder: channel and block counts must be positive".into());
         }

@@ -11,7 +11,35 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 
-/// A 3³ convolution with "same" padding and the given stride.
+/// Checks a multi-level network's shape parameters (they come from model files): one attention
+/// flag per level, and a GroupNorm group count that divides every level's channels. `network`
+/// names the model in the message.
+pub fn validate_levels(
+    network: &str,
+    channels: &[usize],
+    attention_levels: &[bool],
+    norm_groups: usize,
+) -> Result<(), String> {
+    if channels.is_empty() || attention_levels.len() != channels.len() {
+        return Err(format!(
+            "{network}: {} channel levels but {} attention flags",
+            channels.len(),
+            attention_levels.len()
+        ));
+    }
+    if norm_groups == 0
+        || channels
+            .iter()
+            .any(|c| *c == 0 || !c.is_multiple_of(norm_groups))
+    {
+        return Err(format!(
+            "{network}: channels {channels:?} must be multiples of the {norm_groups} norm groups"
+        ));
+    }
+    Ok(())
+}
+
+/// A 3³ convolution with "same" padding.
 pub fn conv3(in_channels: usize, out_channels: usize, device: &Device) -> Conv3d {
     Conv3dConfig::new([in_channels, out_channels], [3, 3, 3])
         .with_padding(PaddingConfig3d::Explicit(1, 1, 1))

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
-use super::blocks::{Downsample, ResBlock, ResBlockConfig, Upsample, conv3};
+use super::blocks::{Downsample, ResBlock, ResBlockConfig, Upsample, conv3, validate_levels};
 use super::time_embedding::{TimeEmbedding, TimeEmbeddingConfig};
 
 /// Configuration of [`DiffusionUnet`].
@@ -56,24 +56,12 @@ impl UnetConfig {
     /// Checks the configuration: one attention flag per level, group counts dividing every channel
     /// count.
     pub fn validate(&self) -> Result<(), String> {
-        if self.channels.is_empty() || self.attention_levels.len() != self.channels.len() {
-            return Err(format!(
-                "UNet: {} channel levels but {} attention flags",
-                self.channels.len(),
-                self.attention_levels.len()
-            ));
-        }
-        if self.norm_groups == 0
-            || self
-                .channels
-                .iter()
-                .any(|c| *c == 0 || !c.is_multiple_of(self.norm_groups))
-        {
-            return Err(format!(
-                "UNet: channels {:?} must be multiples of the {} norm groups",
-                self.channels, self.norm_groups
-            ));
-        }
+        validate_levels(
+            "UNet",
+            &self.channels,
+            &self.attention_levels,
+            self.norm_groups,
+        )?;
         if self.in_channels == 0 || self.out_channels == 0 || self.res_blocks == 0 {
             return Err("UNet: channel and block counts must be positive".into());
         }
