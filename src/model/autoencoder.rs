@@ -13,7 +13,7 @@ use burn::tensor::activation::silu;
 
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
 use super::blocks::{
-    Downsample, ResBlock, ResBlockConfig, Upsample, conv1, conv3, validate_levels,
+    Downsample, Level, Middle, ResBlock, ResBlockConfig, Upsample, conv1, conv3, validate_levels,
 };
 
 /// Configuration of [`AutoencoderKl`] (every architecture number is a field).
@@ -166,50 +166,6 @@ impl AutoencoderConfig {
     }
 }
 
-/// ResBlock → attention → ResBlock.
-#[derive(Module, Debug)]
-struct Middle {
-    first: ResBlock,
-    attention: SpatialAttention,
-    second: ResBlock,
-}
-
-impl Middle {
-    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let x = self.first.forward(x, None);
-        let x = self.attention.forward(x);
-        self.second.forward(x, None)
-    }
-}
-
-/// One resolution level: ResBlocks (each followed by attention where configured), then a
-/// resampling step.
-#[derive(Module, Debug)]
-struct Level {
-    blocks: Vec<ResBlock>,
-    attentions: Vec<SpatialAttention>,
-    downsample: Option<Downsample>,
-    upsample: Option<Upsample>,
-}
-
-impl Level {
-    fn forward(&self, mut x: Tensor<5>) -> Tensor<5> {
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, None);
-            if let Some(attention) = self.attentions.get(i) {
-                x = attention.forward(x);
-            }
-        }
-        if let Some(d) = &self.downsample {
-            x = d.forward(x);
-        }
-        if let Some(u) = &self.upsample {
-            x = u.forward(x);
-        }
-        x
-    }
-}
-
 /// The KL autoencoder.
 #[derive(Module, Debug)]
 pub struct AutoencoderKl {
@@ -237,10 +193,10 @@ impl AutoencoderKl {
     pub fn encode(&self, x: Tensor<5>) -> (Tensor<5>, Tensor<5>) {
         let mut h = self.encoder_in.forward(x);
         for level in &self.down {
-            h = level.forward(h);
+            h = level.forward(h, None);
         }
         if let Some(m) = &self.encoder_middle {
-            h = m.forward(h);
+            h = m.forward(h, None);
         }
         let h = self.encoder_out.forward(silu(self.encoder_norm.forward(h)));
         let mu = self.mu.forward(h.clone());
@@ -255,10 +211,10 @@ impl AutoencoderKl {
     pub fn decode(&self, z: Tensor<5>) -> Tensor<5> {
         let mut h = self.decoder_in.forward(self.post_quant.forward(z));
         if let Some(m) = &self.decoder_middle {
-            h = m.forward(h);
+            h = m.forward(h, None);
         }
         for level in &self.up {
-            h = level.forward(h);
+            h = level.forward(h, None);
         }
         self.decoder_out.forward(silu(self.decoder_norm.forward(h)))
     }

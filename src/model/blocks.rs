@@ -11,6 +11,8 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 
+use super::attention::SpatialAttention;
+
 /// Checks a multi-level network's shape parameters (they come from model files): one attention
 /// flag per level, and a GroupNorm group count that divides every level's channels. `network`
 /// names the model in the message.
@@ -128,6 +130,62 @@ impl ResBlock {
             None => x,
         };
         skip + h
+    }
+}
+
+/// ResBlock → attention → ResBlock: the middle of both the autoencoder and the UNet.
+#[derive(Module, Debug)]
+pub struct Middle {
+    /// First block.
+    pub first: ResBlock,
+    /// Attention between them.
+    pub attention: SpatialAttention,
+    /// Second block.
+    pub second: ResBlock,
+}
+
+impl Middle {
+    /// # Shapes
+    /// - x `[b, c, d, h, w]`, time embedding `[b, t]` (UNet only) → `[b, c, d, h, w]`
+    pub fn forward(&self, x: Tensor<5>, time: Option<Tensor<2>>) -> Tensor<5> {
+        let x = self.first.forward(x, time.clone());
+        let x = self.attention.forward(x);
+        self.second.forward(x, time)
+    }
+}
+
+/// One resolution level of either network: ResBlocks (each followed by attention where the level
+/// has it), then a resampling step. The UNet walks the fields itself to keep its skip connections;
+/// the autoencoder calls [`Level::forward`].
+#[derive(Module, Debug)]
+pub struct Level {
+    /// The ResBlocks, in order.
+    pub blocks: Vec<ResBlock>,
+    /// Attention after block `i` (empty where the level has none).
+    pub attentions: Vec<SpatialAttention>,
+    /// Downsampling at the end (encoder side).
+    pub downsample: Option<Downsample>,
+    /// Upsampling at the end (decoder side).
+    pub upsample: Option<Upsample>,
+}
+
+impl Level {
+    /// # Shapes
+    /// - x `[b, in, d, h, w]` → `[b, out, d', h', w']` (halved, doubled or kept)
+    pub fn forward(&self, mut x: Tensor<5>, time: Option<Tensor<2>>) -> Tensor<5> {
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, time.clone());
+            if let Some(attention) = self.attentions.get(i) {
+                x = attention.forward(x);
+            }
+        }
+        if let Some(d) = &self.downsample {
+            x = d.forward(x);
+        }
+        if let Some(u) = &self.upsample {
+            x = u.forward(x);
+        }
+        x
     }
 }
 

@@ -13,7 +13,9 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
-use super::blocks::{Downsample, ResBlock, ResBlockConfig, Upsample, conv3, validate_levels};
+use super::blocks::{
+    Downsample, Level, Middle, ResBlock, ResBlockConfig, Upsample, conv3, validate_levels,
+};
 use super::time_embedding::{TimeEmbedding, TimeEmbeddingConfig};
 
 /// Configuration of [`DiffusionUnet`].
@@ -107,7 +109,7 @@ impl UnetConfig {
                     attentions.push(self.attention(output, device));
                 }
             }
-            down.push(UnetLevel {
+            down.push(Level {
                 blocks,
                 attentions,
                 downsample: (level + 1 < levels).then(|| Downsample::strided(output, device)),
@@ -115,7 +117,7 @@ impl UnetConfig {
             });
         }
         let last = *self.channels.last().expect("validated");
-        let middle = UnetMiddle {
+        let middle = Middle {
             first: self.res(last, last, device),
             attention: self.attention(last, device),
             second: self.res(last, last, device),
@@ -139,7 +141,7 @@ impl UnetConfig {
                     attentions.push(self.attention(output, device));
                 }
             }
-            up.push(UnetLevel {
+            up.push(Level {
                 blocks,
                 attentions,
                 downsample: None,
@@ -167,29 +169,14 @@ impl UnetConfig {
     }
 }
 
-#[derive(Module, Debug)]
-struct UnetMiddle {
-    first: ResBlock,
-    attention: SpatialAttention,
-    second: ResBlock,
-}
-
-#[derive(Module, Debug)]
-struct UnetLevel {
-    blocks: Vec<ResBlock>,
-    attentions: Vec<SpatialAttention>,
-    downsample: Option<Downsample>,
-    upsample: Option<Upsample>,
-}
-
 /// The conditional latent diffusion UNet.
 #[derive(Module, Debug)]
 pub struct DiffusionUnet {
     time: TimeEmbedding,
     conv_in: Conv3d,
-    down: Vec<UnetLevel>,
-    middle: UnetMiddle,
-    up: Vec<UnetLevel>,
+    down: Vec<Level>,
+    middle: Middle,
+    up: Vec<Level>,
     out_norm: GroupNorm,
     conv_out: Conv3d,
 }
@@ -218,9 +205,7 @@ impl DiffusionUnet {
                 skips.push(h.clone());
             }
         }
-        h = self.middle.first.forward(h, Some(t.clone()));
-        h = self.middle.attention.forward(h);
-        h = self.middle.second.forward(h, Some(t.clone()));
+        h = self.middle.forward(h, Some(t.clone()));
         for level in &self.up {
             for (i, block) in level.blocks.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up block");
