@@ -51,7 +51,7 @@ fn main() -> Result<()> {
             .replace(".nii.gz", "");
         match fit {
             Ok(mut fit) => {
-                let r = check_brain_correlation(&v, &mut fit)?;
+                let r = check_brain_correlation(&v, &fit.template_to_t1w, &mut fit.warnings)?;
                 let moved = resample_mapped(
                     &v,
                     &grid,

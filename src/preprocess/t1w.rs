@@ -263,24 +263,13 @@ pub fn preprocess_t1w(
     };
     // Registration QC on the corrected image.
     let brain_correlation = match &mut provenance {
+        // A computed fit keeps its own QC in its report, and the output's warnings repeat it.
         RegistrationProvenance::Computed { fit } => {
-            let r = check_brain_correlation(&corrected, fit)?;
+            let r = check_brain_correlation(&corrected, &fit.template_to_t1w, &mut fit.warnings)?;
             warnings.extend(fit.warnings.iter().cloned());
             r
         }
-        _ => {
-            let mut probe = TemplateFit {
-                template_to_t1w,
-                input_kind: kind,
-                levels: vec![],
-                scales: [1.0; 3],
-                converged: true,
-                warnings: vec![],
-            };
-            let r = check_brain_correlation(&corrected, &mut probe)?;
-            warnings.extend(probe.warnings);
-            r
-        }
+        _ => check_brain_correlation(&corrected, &template_to_t1w, &mut warnings)?,
     };
     // Intensities: brain percentiles to [0, 1].
     let (scaled, scaling) =

@@ -259,27 +259,22 @@ fn convergence_warnings(levels: &[LevelReport]) -> Vec<String> {
 /// Pearson correlation, inside the template brain mask on the 2 mm grid, of the template T1w with
 /// `t1w` seen through `template_to_t1w`: the registration QC number. Low values flag a failed fit
 /// (or a badly biased image): below [`FAILED_CORRELATION`] it is an error, below
-/// [`LOW_CORRELATION`] a warning is added to `fit`.
+/// [`LOW_CORRELATION`] a warning is added to `warnings`.
 pub fn check_brain_correlation(
     t1w: &Volume,
-    fit: &mut TemplateFit,
+    template_to_t1w: &WorldAffine,
+    warnings: &mut Vec<String>,
 ) -> Result<f64, TemplateFitError> {
     let fixed = fixed_images()?;
     let grid = super::resample::Grid::of(&fixed.check_t1);
-    let moved = resample_mapped(
-        t1w,
-        &grid,
-        &fit.template_to_t1w.0,
-        Interpolation::Linear,
-        0.0,
-    )
-    .map_err(|e| TemplateFitError::Template(e.to_string()))?;
+    let moved = resample_mapped(t1w, &grid, &template_to_t1w.0, Interpolation::Linear, 0.0)
+        .map_err(|e| TemplateFitError::Template(e.to_string()))?;
     let r = correlation(moved.data(), fixed.check_t1.data(), &fixed.check_mask);
     if r < FAILED_CORRELATION {
         return Err(TemplateFitError::NotABrain(r));
     }
     if r < LOW_CORRELATION {
-        fit.warnings.push(format!(
+        warnings.push(format!(
             "the registered brain correlates poorly with the template (r = {r:.2} < {LOW_CORRELATION}); check the registration figure"
         ));
     }
