@@ -1,16 +1,30 @@
-//! Harmonisation models, built as separate small pieces the way diffusers and MONAI keep them:
-//! the noise [`schedule`] (β, ᾱ and closed-form coefficients), the DDIM [`sampler`] (inversion and
-//! sampling paths over the training schedule, one move at a time as coefficients, never calling a
-//! network), and burn building blocks: chunked spatial [`attention`], the UNet's
-//! [`time_embedding`], and [`latent_ops`] (AdaIN fusion, instance norm, Gram matrices). The
-//! autoencoder, UNet, training loops and model artefact join here with the HCLD-model issue.
+//! The HCLD harmonisation model, built as separate small pieces the way diffusers and MONAI keep
+//! them:
+//! - the noise [`schedule`] (β, ᾱ and closed-form coefficients) and the DDIM [`sampler`]
+//!   (inversion and sampling paths over the training schedule, as coefficients, never calling a
+//!   network);
+//! - burn networks: [`autoencoder`] and [`unet`] from the shared [`blocks`], chunked
+//!   [`attention`], the [`time_embedding`], and the [`discriminator`]s of the optional
+//!   adversarial terms;
+//! - [`latent_ops`] (AdaIN fusion, instance norm, Gram matrices), [`losses`], and [`diffusion`]
+//!   (the DDIM loop on tensors and HCLD's latent translation);
+//! - [`config`] (every number, presets), [`device`] (backend and device chosen at run time),
+//!   [`training`] (both stages, checkpoints, curves), [`artefact`] (the saved model and its
+//!   SHA-256) and [`storage`] (atomic writes and digests for those files).
 
+pub mod artefact;
 pub mod attention;
 pub mod autoencoder;
 pub mod blocks;
+pub mod config;
+pub mod device;
 pub mod diffusion;
+pub mod discriminator;
 pub mod latent_ops;
+pub mod losses;
 pub mod sampler;
 pub mod schedule;
+pub mod storage;
 pub mod time_embedding;
+pub mod training;
 pub mod unet;

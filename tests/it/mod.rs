@@ -1,6 +1,7 @@
 mod bias;
 mod cli;
 mod layout;
+mod model;
 mod nifti;
 mod participant;
 mod preprocessing;

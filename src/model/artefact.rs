@@ -1,0 +1,331 @@
+//! The model artefact: a folder holding `config.json` (the whole [`HcldConfig`], the latent scale,
+//! a summary of the training data and the software that made it) and one burnpack per network
+//! (`autoencoder.bpk`, `unet.bpk`). Its SHA-256, over the three files framed by name, identifies
+//! the model in every output sidecar and names the folder (`hcld-<first 12 hex>`); loading
+//! recomputes it, so a modified file is noticed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::autoencoder::AutoencoderKl;
+use super::config::HcldConfig;
+use super::device::ComputeDevice;
+use super::storage::{StorageError, read, sha256_of_parts, write_atomic};
+use super::training::StageReport;
+use super::unet::DiffusionUnet;
+
+/// The artefact format this hcld writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const CONFIG_FILE: &str = "config.json";
+const AUTOENCODER_FILE: &str = "autoencoder.bpk";
+const UNET_FILE: &str = "unet.bpk";
+
+/// What a model was trained on and how long.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainingSummary {
+    /// Images per site.
+    pub images_per_site: BTreeMap<String, usize>,
+    /// Stage 1, if this hcld trained it.
+    pub autoencoder: Option<StageReport>,
+    /// Stage 2, if this hcld trained it.
+    pub diffusion: Option<StageReport>,
+    /// "flex on cpu", …
+    pub backend: String,
+}
+
+/// The `config.json` of an artefact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtefactManifest {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// hcld version that wrote it.
+    pub hcld_version: String,
+    /// The whole configuration.
+    pub config: HcldConfig,
+    /// s = 1/std(z) of the training latents; latents are multiplied by it before diffusion.
+    pub latent_scale: f64,
+    /// What the model was trained on.
+    pub training: TrainingSummary,
+}
+
+/// Why an artefact cannot be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtefactError {
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// `config.json` is not an hcld model configuration.
+    #[error(
+        "{path}: not an hcld model configuration ({message}); point --model at a folder hcld wrote"
+    )]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The weights do not fit the configuration (e.g. a tensor of another shape).
+    #[error(
+        "{path}: the weights do not match {CONFIG_FILE} ({message}); the folder mixes files of different models, re-export or retrain it"
+    )]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// burn's account, naming the tensor.
+        message: String,
+    },
+}
+
+/// A loaded model, ready for inference.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Its manifest.
+    pub manifest: ArtefactManifest,
+    /// Stage-1 network.
+    pub autoencoder: AutoencoderKl,
+    /// Stage-2 network.
+    pub unet: DiffusionUnet,
+    /// The artefact's SHA-256.
+    pub sha256: String,
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+}
+
+fn record_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>, ArtefactError> {
+    let bytes = module
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| StorageError::new(path, e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+fn digest(config: &[u8], ae: &[u8], unet: &[u8]) -> String {
+    sha256_of_parts([
+        (CONFIG_FILE, config),
+        (AUTOENCODER_FILE, ae),
+        (UNET_FILE, unet),
+    ])
+}
+
+/// Writes an artefact into `parent/hcld-<sha12>/` and returns (folder, SHA-256). Writing the
+/// same model again finds the same folder; a folder of that name is replaced file by file
+/// atomically.
+pub fn save_artefact(
+    parent: &Path,
+    manifest: &ArtefactManifest,
+    autoencoder: &AutoencoderKl,
+    unet: &DiffusionUnet,
+) -> Result<(PathBuf, String), ArtefactError> {
+    let config = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    let ae = record_bytes(autoencoder, &parent.join(AUTOENCODER_FILE))?;
+    let un = record_bytes(unet, &parent.join(UNET_FILE))?;
+    let sha = digest(&config, &ae, &un);
+    let dir = parent.join(format!("hcld-{}", &sha[..12]));
+    // The config goes last: a folder without it is not an artefact, so a half-copied one is
+    // never loaded.
+    write_atomic(&dir.join(AUTOENCODER_FILE), &ae)?;
+    write_atomic(&dir.join(UNET_FILE), &un)?;
+    write_atomic(&dir.join(CONFIG_FILE), &config)?;
+    Ok((dir, sha))
+}
+
+/// Reads `dir/config.json` only (no weights): what a model is, cheaply.
+pub fn read_manifest(dir: &Path) -> Result<ArtefactManifest, ArtefactError> {
+    let path = dir.join(CONFIG_FILE);
+    let bytes = read(&path)?;
+    parse_manifest(&path, &bytes)
+}
+
+fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<ArtefactManifest, ArtefactError> {
+    let manifest: ArtefactManifest =
+        serde_json::from_slice(bytes).map_err(|e| ArtefactError::Manifest {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if manifest.format_version > FORMAT_VERSION {
+        return Err(ArtefactError::Manifest {
+            path: path.to_path_buf(),
+            message: format!(
+                "format {} is newer than this hcld reads ({FORMAT_VERSION}); upgrade hcld",
+                manifest.format_version
+            ),
+        });
+    }
+    manifest
+        .config
+        .validate()
+        .map_err(|e| ArtefactError::Manifest {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if !(manifest.latent_scale.is_finite() && manifest.latent_scale > 0.0) {
+        return Err(ArtefactError::Manifest {
+            path: path.to_path_buf(),
+            message: format!("latent_scale {} must be positive", manifest.latent_scale),
+        });
+    }
+    Ok(manifest)
+}
+
+fn load_weights<M: Module>(module: M, path: &Path, bytes: Vec<u8>) -> Result<M, ArtefactError> {
+    let weights_error = |message: String| ArtefactError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| weights_error(e.to_string()))?;
+    module
+        .try_load_record(record)
+        .map_err(|e| weights_error(summarise_record_error(&e.to_string())))
+}
+
+/// burn lists every mismatched tensor in one long message; keep the first and count the rest.
+fn summarise_record_error(message: &str) -> String {
+    let items: Vec<&str> = message
+        .split('"')
+        .filter(|s| s.contains(": shape mismatch") || s.contains("Missing"))
+        .collect();
+    match items.as_slice() {
+        [] => message.to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first}, and {} more tensors", rest.len()),
+    }
+}
+
+/// Loads an artefact onto `device`, checking the configuration, every tensor's shape, and
+/// recomputing the SHA-256.
+pub fn load_artefact(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, ArtefactError> {
+    let config_path = dir.join(CONFIG_FILE);
+    let config_bytes = read(&config_path)?;
+    let manifest = parse_manifest(&config_path, &config_bytes)?;
+    let ae_path = dir.join(AUTOENCODER_FILE);
+    let unet_path = dir.join(UNET_FILE);
+    let ae_bytes = read(&ae_path)?;
+    let unet_bytes = read(&unet_path)?;
+    let sha256 = digest(&config_bytes, &ae_bytes, &unet_bytes);
+    let autoencoder = load_weights(
+        manifest.config.autoencoder.init(&device.device),
+        &ae_path,
+        ae_bytes,
+    )?;
+    let unet = load_weights(
+        manifest.config.unet.init(&device.device),
+        &unet_path,
+        unet_bytes,
+    )?;
+    Ok(LoadedModel {
+        manifest,
+        autoencoder,
+        unet,
+        sha256,
+        dir: dir.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::training::grid_tensor;
+    use burn::prelude::*;
+
+    fn values(t: Tensor<5>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec().unwrap()
+    }
+
+    fn tiny() -> HcldConfig {
+        let mut c = HcldConfig::preset("tiny").unwrap();
+        c.grid.shape = [16, 16, 16];
+        c.unet.zero_init_output = false;
+        c
+    }
+
+    #[test]
+    fn save_then_load_gives_identical_outputs_and_the_same_digest() {
+        let device = ComputeDevice::cpu();
+        let config = tiny();
+        let ae = config.autoencoder.init(&device.device);
+        let unet = config.unet.init(&device.device);
+        let manifest = ArtefactManifest {
+            format_version: FORMAT_VERSION,
+            hcld_version: crate::VERSION.into(),
+            config: config.clone(),
+            latent_scale: 1.7,
+            training: TrainingSummary::default(),
+        };
+        let parent = tempfile::tempdir().unwrap();
+        let (dir, sha) = save_artefact(parent.path(), &manifest, &ae, &unet).unwrap();
+        assert!(dir.ends_with(format!("hcld-{}", &sha[..12])));
+        let loaded = load_artefact(&dir, &device).unwrap();
+        assert_eq!(loaded.sha256, sha);
+        assert_eq!(loaded.manifest.latent_scale, 1.7);
+
+        let im: Vec<f32> = (0..4096).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+        let x = grid_tensor(&[&im], [16, 16, 16], &device.device);
+        assert_eq!(
+            values(ae.reconstruct(x.clone())),
+            values(loaded.autoencoder.reconstruct(x))
+        );
+        let z = Tensor::<5>::ones([1, 6, 4, 4, 4], &device.device);
+        assert_eq!(
+            values(unet.forward(z.clone(), &[10.0])),
+            values(loaded.unet.forward(z, &[10.0]))
+        );
+        // Saving again lands in the same folder with the same digest.
+        assert_eq!(
+            save_artefact(parent.path(), &manifest, &ae, &unet)
+                .unwrap()
+                .1,
+            sha
+        );
+    }
+
+    #[test]
+    fn weights_of_another_shape_name_the_tensor() {
+        let device = ComputeDevice::cpu();
+        let config = tiny();
+        let mut wider = config.clone();
+        wider.autoencoder.channels = vec![8, 16, 24];
+        let manifest = ArtefactManifest {
+            format_version: FORMAT_VERSION,
+            hcld_version: crate::VERSION.into(),
+            config: config.clone(),
+            latent_scale: 1.0,
+            training: TrainingSummary::default(),
+        };
+        // Weights of the wider autoencoder under the narrow config.
+        let parent = tempfile::tempdir().unwrap();
+        let (dir, _) = save_artefact(
+            parent.path(),
+            &manifest,
+            &wider.autoencoder.init(&device.device),
+            &config.unet.init(&device.device),
+        )
+        .unwrap();
+        let e = load_artefact(&dir, &device).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ArtefactError::Weights { .. }), "{msg}");
+        assert!(
+            msg.contains("autoencoder.bpk") && msg.contains("shape"),
+            "{msg}"
+        );
+        assert!(msg.contains("down."), "the tensor is named: {msg}");
+        assert!(msg.len() < 400, "one readable line: {msg}");
+    }
+
+    #[test]
+    fn a_foreign_config_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), b"{\"name\": 3}").unwrap();
+        let e = load_artefact(dir.path(), &ComputeDevice::cpu()).unwrap_err();
+        assert!(
+            e.to_string().contains("not an hcld model configuration"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! The whole model's configuration, as it is written into a model artefact's `config.json`: the
+//! grid the networks run on, both networks, the noise schedule, the DDIM defaults and both training
+//! stages. Every number of `../shared/design/hcld-method.md` is a field here, and the named presets
+//! ([`HcldConfig::preset`]) are the only place those numbers are chosen.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::autoencoder::AutoencoderConfig;
+use super::sampler::DdimConfig;
+use super::schedule::ScheduleConfig;
+use super::unet::UnetConfig;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field is out of range or two fields disagree.
+    #[error("invalid model configuration: {0}")]
+    Invalid(String),
+    /// `--config` named neither a preset nor a readable file.
+    #[error(
+        "model configuration {0:?} is neither a preset ({presets}) nor a readable JSON file: {1}",
+        presets = PRESETS.join(", ")
+    )]
+    Unreadable(String, String),
+}
+
+/// The names [`HcldConfig::preset`] knows.
+pub const PRESETS: [&str; 3] = ["cpu", "reference", "tiny"];
+
+/// The voxel grid the networks see: the preprocessed image in template space, cropped or padded to
+/// `shape` voxels of `voxel_size_mm`, centred on the template brain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridConfig {
+    /// Voxels per axis (x, y, z of the template space, RAS+).
+    pub shape: [usize; 3],
+    /// Isotropic voxel size in mm.
+    pub voxel_size_mm: f64,
+    /// The template space the grid lives in.
+    pub space: String,
+}
+
+/// Stage 1: the autoencoder. Loss = L1 + `kl_weight`·KL (+ `adversarial_weight`·patch-GAN
+/// generator loss when non-zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderTrainingConfig {
+    /// Adam learning rate of the autoencoder.
+    pub learning_rate: f64,
+    /// Volumes per forward pass.
+    pub batch_size: usize,
+    /// Forward passes whose gradients are summed before one optimiser step.
+    pub accumulation_steps: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Weight of the KL term (summed over latent voxels, averaged over the batch, as MONAI does).
+    pub kl_weight: f64,
+    /// Weight of the least-squares patch-GAN generator loss (0 = no discriminator).
+    pub adversarial_weight: f64,
+    /// Adam learning rate of the patch discriminator.
+    pub discriminator_learning_rate: f64,
+    /// Channels of the patch discriminator's first layer.
+    pub discriminator_channels: usize,
+    /// Stride-2 layers of the patch discriminator.
+    pub discriminator_layers: usize,
+}
+
+/// Stage 2: the conditional latent diffusion UNet. Loss = `noise_weight`·MSE(ε̂, ε) +
+/// `content_weight`·MSE(IN(fused), IN(x̂₀)) + `style_weight`·MSE(Gram(x̂₀), Gram(z_target)) (+ the
+/// optional adversarial style and gradient-map terms when their weights are non-zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionTrainingConfig {
+    /// Adam learning rate of the UNet.
+    pub learning_rate: f64,
+    /// (source, target) pairs per forward pass.
+    pub batch_size: usize,
+    /// Forward passes per optimiser step (the reference: batch 1 × 4).
+    pub accumulation_steps: usize,
+    /// Passes over the training set (each source image once per epoch).
+    pub epochs: usize,
+    /// Weight of the ε-prediction MSE.
+    pub noise_weight: f64,
+    /// Weight of the content loss on instance-normalised latents.
+    pub content_weight: f64,
+    /// Weight of the Gram-matrix style loss.
+    pub style_weight: f64,
+    /// Weight of the adversarial latent-style loss (0 = no style discriminator).
+    pub adversarial_style_weight: f64,
+    /// Epochs before the adversarial style loss reaches the UNet (the discriminator trains from
+    /// the start).
+    pub adversarial_burn_in_epochs: usize,
+    /// Adam learning rate of the style discriminator (β₁ 0.5, as the reference).
+    pub discriminator_learning_rate: f64,
+    /// Weight of the gradient-map loss between the source image and the decoded x̂₀ inside the
+    /// brain (0 = off; it costs one decoder pass per step).
+    pub gradient_map_weight: f64,
+    /// Clip x̂₀ to ±`schedule.clip_sample_range` before the content loss too, as the released code
+    /// does (the style and gradient-map losses always see the clipped x̂₀, which keeps the Gram
+    /// matrices bounded at large t where x̂₀ = (z_t − √(1−ᾱ)ε̂)/√ᾱ is amplified up to ~70×). Off
+    /// in hcld's presets: scaled latents have unit variance, so about a third of their values lie
+    /// outside ±1 and a clipped content loss is non-zero even for a perfect ε̂, which drives the
+    /// UNet away from predicting ε (on the fixtures: ε-MSE rose from 1.0 to 1.9 in 200 steps with
+    /// it, fell without). The instance normalisation already bounds the unclipped content loss.
+    #[serde(default)]
+    pub clip_x0_in_content_loss: bool,
+}
+
+/// Everything that defines a model (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HcldConfig {
+    /// The preset this started from (informational).
+    pub name: String,
+    /// The grid the networks run on.
+    pub grid: GridConfig,
+    /// Stage-1 network.
+    pub autoencoder: AutoencoderConfig,
+    /// Stage-2 network.
+    pub unet: UnetConfig,
+    /// The training noise schedule (inference uses the same one).
+    pub schedule: ScheduleConfig,
+    /// Default harmonisation path (overridable per run).
+    pub ddim: DdimConfig,
+    /// Stage-1 training.
+    pub autoencoder_training: AutoencoderTrainingConfig,
+    /// Stage-2 training.
+    pub diffusion_training: DiffusionTrainingConfig,
+    /// Seed of weight initialisation, data order and noise.
+    pub seed: u64,
+}
+
+impl HcldConfig {
+    /// A named preset:
+    /// - `reference`: the released HCLD numbers on its 192×192×64 grid (1 mm), with the optional
+    ///   adversarial and gradient-map terms switched on as the reference trains them.
+    /// - `cpu`: the same topology on the 2 mm whole-brain grid (96×112×96), core losses only; one
+    ///   subject harmonises in about a minute on two cores with the default backend.
+    /// - `tiny`: narrow networks on a 32³ grid at 6 mm, for tests and smoke runs.
+    pub fn preset(name: &str) -> Option<HcldConfig> {
+        let reference_ae = AutoencoderTrainingConfig {
+            learning_rate: 1e-4,
+            batch_size: 2,
+            accumulation_steps: 1,
+            epochs: 30,
+            kl_weight: 1e-6,
+            adversarial_weight: 0.01,
+            discriminator_learning_rate: 5e-4,
+            discriminator_channels: 32,
+            discriminator_layers: 3,
+        };
+        let reference_ldm = DiffusionTrainingConfig {
+            learning_rate: 1e-4,
+            batch_size: 1,
+            accumulation_steps: 4,
+            epochs: 80,
+            noise_weight: 1.0,
+            content_weight: 10.0,
+            style_weight: 10.0,
+            adversarial_style_weight: 1.0,
+            adversarial_burn_in_epochs: 5,
+            discriminator_learning_rate: 1e-5,
+            gradient_map_weight: 1e4,
+            clip_x0_in_content_loss: true,
+        };
+        let grid = |shape, voxel_size_mm| GridConfig {
+            shape,
+            voxel_size_mm,
+            space: crate::preprocess::template::SPACE.to_string(),
+        };
+        match name {
+            "reference" => Some(HcldConfig {
+                name: name.into(),
+                grid: grid([192, 192, 64], 1.0),
+                autoencoder: AutoencoderConfig::new(),
+                unet: UnetConfig::new(),
+                schedule: ScheduleConfig::default(),
+                ddim: DdimConfig::default(),
+                autoencoder_training: reference_ae,
+                diffusion_training: reference_ldm,
+                seed: 0,
+            }),
+            "cpu" => Some(HcldConfig {
+                name: name.into(),
+                grid: grid([96, 112, 96], 2.0),
+                autoencoder: AutoencoderConfig::new(),
+                unet: UnetConfig::new(),
+                schedule: ScheduleConfig::default(),
+                ddim: DdimConfig::default(),
+                autoencoder_training: AutoencoderTrainingConfig {
+                    adversarial_weight: 0.0,
+                    ..reference_ae
+                },
+                diffusion_training: DiffusionTrainingConfig {
+                    adversarial_style_weight: 0.0,
+                    gradient_map_weight: 0.0,
+                    clip_x0_in_content_loss: false,
+                    ..reference_ldm
+                },
+                seed: 0,
+            }),
+            "tiny" => Some(HcldConfig {
+                name: name.into(),
+                grid: grid([32, 32, 32], 6.0),
+                autoencoder: AutoencoderConfig::new()
+                    .with_channels(vec![8, 16, 16])
+                    .with_norm_groups(4)
+                    .with_res_blocks(1)
+                    .with_latent_channels(3),
+                unet: UnetConfig::new()
+                    .with_channels(vec![16, 32, 32])
+                    .with_norm_groups(8)
+                    .with_in_channels(6)
+                    .with_out_channels(3),
+                schedule: ScheduleConfig::default(),
+                ddim: DdimConfig::default(),
+                autoencoder_training: AutoencoderTrainingConfig {
+                    learning_rate: 2e-3,
+                    batch_size: 2,
+                    accumulation_steps: 1,
+                    epochs: 1,
+                    adversarial_weight: 0.0,
+                    ..reference_ae
+                },
+                diffusion_training: DiffusionTrainingConfig {
+                    learning_rate: 2e-3,
+                    batch_size: 4,
+                    accumulation_steps: 1,
+                    epochs: 1,
+                    adversarial_style_weight: 0.0,
+                    gradient_map_weight: 0.0,
+                    clip_x0_in_content_loss: false,
+                    ..reference_ldm
+                },
+                seed: 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A preset name or a JSON file (as `--config` takes it), validated.
+    pub fn from_preset_or_file(spec: &str) -> Result<HcldConfig, ConfigError> {
+        let config = match HcldConfig::preset(spec) {
+            Some(c) => c,
+            None => {
+                let text = std::fs::read_to_string(Path::new(spec))
+                    .map_err(|e| ConfigError::Unreadable(spec.into(), e.to_string()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| ConfigError::Unreadable(spec.into(), e.to_string()))?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The factor by which the grid must be divisible on every axis: the autoencoder's
+    /// downsampling times the UNet's.
+    pub fn grid_multiple(&self) -> usize {
+        self.autoencoder.downsampling_factor() * (1 << (self.unet.channels.len() - 1))
+    }
+
+    /// The latent's shape `[channels, x, y, z]` for one volume.
+    pub fn latent_shape(&self) -> [usize; 4] {
+        let f = self.autoencoder.downsampling_factor();
+        let s = self.grid.shape;
+        [
+            self.autoencoder.latent_channels,
+            s[0] / f,
+            s[1] / f,
+            s[2] / f,
+        ]
+    }
+
+    /// Checks every part and their agreement: grid divisible by [`Self::grid_multiple`], the UNet
+    /// taking concat(noisy latent, target latent) and predicting ε of the latent's channels,
+    /// positive training numbers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(m);
+        self.autoencoder.validate().map_err(bad)?;
+        self.unet.validate().map_err(bad)?;
+        self.schedule
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        super::sampler::DdimSampler::new(
+            self.schedule.build().expect("validated"),
+            self.ddim.clone(),
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let m = self.grid_multiple();
+        if self.grid.shape.iter().any(|s| *s == 0 || s % m != 0) {
+            return Err(bad(format!(
+                "grid {:?} must be a positive multiple of {m} on every axis (autoencoder ×{} · \
+                 UNet ×{})",
+                self.grid.shape,
+                self.autoencoder.downsampling_factor(),
+                m / self.autoencoder.downsampling_factor()
+            )));
+        }
+        if !(self.grid.voxel_size_mm > 0.0 && self.grid.voxel_size_mm.is_finite()) {
+            return Err(bad(format!(
+                "voxel size {} mm must be positive",
+                self.grid.voxel_size_mm
+            )));
+        }
+        let latent = self.autoencoder.latent_channels;
+        if self.unet.in_channels != 2 * latent || self.unet.out_channels != latent {
+            return Err(bad(format!(
+                "the UNet takes concat(noisy latent, target latent) and predicts ε: with {latent} \
+                 latent channels it needs in_channels {} and out_channels {latent}, not {} and {}",
+                2 * latent,
+                self.unet.in_channels,
+                self.unet.out_channels
+            )));
+        }
+        let ae = &self.autoencoder_training;
+        let ldm = &self.diffusion_training;
+        let positive = [
+            ("autoencoder_training.learning_rate", ae.learning_rate),
+            ("autoencoder_training.batch_size", ae.batch_size as f64),
+            (
+                "autoencoder_training.accumulation_steps",
+                ae.accumulation_steps as f64,
+            ),
+            ("diffusion_training.learning_rate", ldm.learning_rate),
+            ("diffusion_training.batch_size", ldm.batch_size as f64),
+            (
+                "diffusion_training.accumulation_steps",
+                ldm.accumulation_steps as f64,
+            ),
+        ];
+        for (name, v) in positive {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(bad(format!("{name} must be positive, not {v}")));
+            }
+        }
+        let weights = [
+            ("autoencoder_training.kl_weight", ae.kl_weight),
+            (
+                "autoencoder_training.adversarial_weight",
+                ae.adversarial_weight,
+            ),
+            ("diffusion_training.noise_weight", ldm.noise_weight),
+            ("diffusion_training.content_weight", ldm.content_weight),
+            ("diffusion_training.style_weight", ldm.style_weight),
+            (
+                "diffusion_training.adversarial_style_weight",
+                ldm.adversarial_style_weight,
+            ),
+            (
+                "diffusion_training.gradient_map_weight",
+                ldm.gradient_map_weight,
+            ),
+        ];
+        for (name, v) in weights {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(bad(format!("{name} must be ≥ 0, not {v}")));
+            }
+        }
+        if ae.adversarial_weight > 0.0
+            && (ae.discriminator_channels == 0 || ae.discriminator_layers == 0)
+        {
+            return Err(bad(
+                "the patch discriminator needs channels and layers > 0".into()
+            ));
+        }
+        // Each discriminator layer halves the size (4³ kernels, stride 2, padding 1).
+        let smallest_latent = self.latent_shape()[1..].iter().copied().min().unwrap_or(0);
+        if ldm.adversarial_style_weight > 0.0 && smallest_latent < 8 {
+            return Err(bad(format!(
+                "the style discriminator's 3 stride-2 layers need a latent of at least 8 voxels \
+                 per axis; this grid gives {smallest_latent}: set \
+                 diffusion_training.adversarial_style_weight to 0 or use a larger grid"
+            )));
+        }
+        let smallest_image = self.grid.shape.iter().copied().min().unwrap_or(0);
+        if ae.adversarial_weight > 0.0 && smallest_image < (1 << ae.discriminator_layers) {
+            return Err(bad(format!(
+                "the patch discriminator's {} stride-2 layers need at least {} voxels per axis",
+                ae.discriminator_layers,
+                1 << ae.discriminator_layers
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_round_trips_through_json() {
+        for name in PRESETS {
+            let c = HcldConfig::preset(name).unwrap();
+            c.validate().unwrap();
+            let json = serde_json::to_string_pretty(&c).unwrap();
+            let back: HcldConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string_pretty(&back).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn reference_preset_has_the_method_numbers() {
+        let c = HcldConfig::preset("reference").unwrap();
+        assert_eq!(c.grid.shape, [192, 192, 64]);
+        assert_eq!(c.autoencoder.channels, vec![32, 64, 64]);
+        assert_eq!(c.unet.in_channels, 12);
+        assert_eq!(c.latent_shape(), [6, 48, 48, 16]);
+        assert_eq!(c.schedule.num_train_timesteps, 1000);
+        assert_eq!(c.diffusion_training.content_weight, 10.0);
+        assert_eq!(c.grid_multiple(), 16);
+        let cpu = HcldConfig::preset("cpu").unwrap();
+        assert_eq!(cpu.grid.shape, [96, 112, 96]);
+    }
+
+    #[test]
+    fn inconsistent_configs_are_refused_with_the_reason() {
+        let mut c = HcldConfig::preset("cpu").unwrap();
+        c.grid.shape = [96, 100, 96];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("multiple of 16"), "{e}");
+        let mut c = HcldConfig::preset("cpu").unwrap();
+        c.unet.in_channels = 6;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("in_channels 12"), "{e}");
+        let e = HcldConfig::from_preset_or_file("/nonexistent/model.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu, reference, tiny"), "{e}");
+    }
+}

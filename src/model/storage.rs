@@ -1,0 +1,101 @@
+//! Files the model layer writes for itself (training checkpoints, loss curves, model artefacts):
+//! atomic writes (a hidden temporary in the same folder, synced, renamed over the target, so an
+//! interrupted job never leaves a half-written file) and SHA-256 digests. Derivatives proper go
+//! through `crate::derivatives`; these files live under the work or models folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A file the model layer could not read or write.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StorageError {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong (and what to do, where known).
+    pub message: String,
+}
+
+impl StorageError {
+    /// An error about `path`.
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
+        StorageError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary + fsync + rename), creating the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| StorageError::new(path, "has no parent folder"))?;
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::new(dir, e.to_string()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hcld-tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| StorageError::new(dir, format!("cannot create a temporary file: {e}")))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| StorageError::new(path, format!("write failed: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| StorageError::new(path, format!("rename failed: {}", e.error)))?;
+    Ok(())
+}
+
+/// Reads a whole file.
+pub fn read(path: &Path) -> Result<Vec<u8>, StorageError> {
+    std::fs::read(path).map_err(|e| StorageError::new(path, e.to_string()))
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 over named parts, each framed by its name and length so that moving bytes between
+/// parts changes the digest.
+pub fn sha256_of_parts<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    for (name, bytes) in parts {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    hex(&h.finalize())
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/a.bin");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn digests_are_sha256_and_framed() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let a = sha256_of_parts([("x", &b"ab"[..]), ("y", &b"c"[..])]);
+        let b = sha256_of_parts([("x", &b"a"[..]), ("y", &b"bc"[..])]);
+        assert_ne!(a, b);
+    }
+}
