@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Parser};
 
 use crate::bids::{Query, is_label};
+use crate::model::device::{Backend, DeviceKind};
 use crate::preprocess::intensity::IntensityScaling;
 
 /// Exit codes of the BIDS execution specification (and sysexits for the rest).
@@ -158,6 +159,13 @@ pub struct Args {
         value_name = "MM"
     )]
     pub output_resolution: u8,
+    /// Backend for the networks: flex (pure Rust, CPU) or tch (LibTorch: CPU or CUDA; needs a
+    /// build with `--features tch`). Default: tch when built in, else flex.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Device for the networks: cpu, cuda (GPU 0) or cuda:N. GPUs need --backend tch.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
 }
 
 /// The analysis level.
@@ -214,6 +222,10 @@ pub struct Settings {
     pub skull_stripped: bool,
     /// Template-space voxel size in mm (1 or 2).
     pub output_resolution: u8,
+    /// Backend asked for (`None`: the preferred compiled one).
+    pub backend: Option<Backend>,
+    /// Device for the networks.
+    pub device: DeviceKind,
 }
 
 /// A command-line problem, with the exit status it maps to.
@@ -387,6 +399,18 @@ impl Settings {
                 )
             })?;
         }
+        let usage =
+            |e: crate::model::device::DeviceError| cli_err(ExitStatus::Usage, e.to_string());
+        let backend = args
+            .backend
+            .as_deref()
+            .map(str::parse::<Backend>)
+            .transpose()
+            .map_err(usage)?;
+        let device: DeviceKind = args.device.parse().map_err(usage)?;
+        // Impossible combinations fail here, before any work; whether a GPU is really there is
+        // only known when the model is loaded.
+        Backend::check(backend, device).map_err(usage)?;
         Ok(Settings {
             bids_dir,
             output_dir,
@@ -409,6 +433,8 @@ impl Settings {
             bias_correction: !args.no_bias_correction,
             skull_stripped: args.skull_stripped,
             output_resolution: args.output_resolution,
+            backend,
+            device,
         })
     }
 }

@@ -41,6 +41,19 @@ impl Backend {
         }
     }
 
+    /// Whether `backend` (None: [`Backend::preferred`]) is compiled in and can drive `kind`,
+    /// without touching any hardware.
+    pub fn check(backend: Option<Backend>, kind: DeviceKind) -> Result<(), DeviceError> {
+        let backend = backend.unwrap_or_else(Backend::preferred);
+        if !Backend::compiled().contains(&backend) {
+            return Err(DeviceError::NotCompiled(backend));
+        }
+        if backend == Backend::Flex && kind != DeviceKind::Cpu {
+            return Err(DeviceError::Unsupported(backend, kind));
+        }
+        Ok(())
+    }
+
     /// The name used on the command line and in sidecars.
     pub fn name(self) -> &'static str {
         match self {
@@ -139,10 +152,8 @@ pub struct ComputeDevice {
 impl ComputeDevice {
     /// Resolves a choice; `backend` None = [`Backend::preferred`].
     pub fn select(backend: Option<Backend>, kind: DeviceKind) -> Result<Self, DeviceError> {
+        Backend::check(backend, kind)?;
         let backend = backend.unwrap_or_else(Backend::preferred);
-        if !Backend::compiled().contains(&backend) {
-            return Err(DeviceError::NotCompiled(backend));
-        }
         let device = match (backend, kind) {
             (Backend::Flex, DeviceKind::Cpu) => flex_device(),
             (Backend::Flex, k) => return Err(DeviceError::Unsupported(backend, k)),
@@ -203,7 +214,11 @@ fn flex_device() -> Device {
     unreachable!("checked against Backend::compiled")
 }
 
+// burn 0.22 marks burn-tch deprecated in favour of its CubeCL backends; LibTorch is still the
+// fastest CPU path measured here and the only CUDA path that needs no CUDA toolkit at build time,
+// so hcld keeps it until a CubeCL backend matches it (docs/benchmarks.md).
 #[cfg(feature = "tch")]
+#[allow(deprecated)]
 fn tch_device(kind: DeviceKind) -> Result<Device, DeviceError> {
     match kind {
         DeviceKind::Cpu => Ok(Device::libtorch()),

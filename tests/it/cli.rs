@@ -25,6 +25,8 @@ fn version_and_help_exit_zero() {
         "--notrack",
         "--skip-bids-validation",
         "--seed",
+        "--backend",
+        "--device",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -47,6 +49,29 @@ fn usage_errors_have_their_exit_codes() {
             args![ex, out, "participant", "--no-such-flag"],
             64,
             "--no-such-flag",
+        ),
+        (
+            args![
+                ex,
+                out,
+                "participant",
+                "--backend",
+                "flex",
+                "--device",
+                "cuda:1"
+            ],
+            64,
+            "the flex backend runs on the CPU only; use --backend tch",
+        ),
+        (
+            args![ex, out, "participant", "--device", "tpu"],
+            64,
+            "unknown device \"tpu\": use cpu, cuda or cuda:N",
+        ),
+        (
+            args![ex, out, "participant", "--backend", "ndarray"],
+            64,
+            "unknown backend \"ndarray\": use flex or tch",
         ),
         (
             args![ex, out, "participant", "--participant-label", "../x"],

@@ -112,7 +112,7 @@ fn both_stages_learn_on_real_scans_and_the_artefact_round_trips() {
     let sites: Vec<&str> = (0..set.len()).map(|i| set.site(i)).collect();
     let untrained = config.unet.init(&device.device);
     let eps_before = noise_prediction_error(&untrained, &config, &sites, &latents, 8, &device);
-    options.max_steps = Some(500);
+    options.max_steps = Some(700);
     let (unet, report) =
         train_diffusion(&config, &set, &ae, &latents, scale, &device, &options).unwrap();
     let eps_after = noise_prediction_error(&unet, &config, &sites, &latents, 8, &device);
@@ -240,4 +240,56 @@ fn an_interrupted_stage_resumes_to_the_same_weights() {
     options.max_steps = Some(12);
     let e = train_autoencoder(&config, &set, &device, &options).unwrap_err();
     assert!(e.to_string().contains("different configuration"), "{e}");
+}
+
+/// The same weights on flex and on LibTorch give the same harmonised image (a build with
+/// `--features tch`; CI runs it).
+#[cfg(feature = "tch")]
+#[test]
+fn flex_and_tch_agree_on_the_same_weights() {
+    use hcld::model::device::{Backend, DeviceKind};
+    let mut config = HcldConfig::preset("cpu").unwrap();
+    config.grid.shape = [32, 32, 32];
+    config.unet.zero_init_output = false;
+    config.ddim.inversion_steps = 6;
+    config.ddim.sampling_steps = 3;
+    let flex = ComputeDevice::select(Some(Backend::Flex), DeviceKind::Cpu).unwrap();
+    let tch = ComputeDevice::select(Some(Backend::Tch), DeviceKind::Cpu).unwrap();
+    let ae = ComputeDevice::init_seeded(&flex.device, 11, |d| config.autoencoder.init(d));
+    let unet = ComputeDevice::init_seeded(&flex.device, 12, |d| config.unet.init(d));
+    let manifest = ArtefactManifest {
+        format_version: FORMAT_VERSION,
+        hcld_version: hcld::VERSION.into(),
+        config: config.clone(),
+        latent_scale: 1.3,
+        training: TrainingSummary::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (artefact, _) = save_artefact(dir.path(), &manifest, &ae, &unet).unwrap();
+    let set = fixture_set(config.grid.shape, 6.0);
+    let sampler = DdimSampler::new(config.schedule.build().unwrap(), config.ddim.clone()).unwrap();
+    let harmonise = |device: &ComputeDevice| {
+        let model = load_artefact(&artefact, device).unwrap();
+        let x = grid_tensor(&[&set.items[0].2], config.grid.shape, &device.device);
+        let y = grid_tensor(&[&set.items[3].2], config.grid.shape, &device.device);
+        let (src, _) = model.autoencoder.encode(x);
+        let (tar, _) = model.autoencoder.encode(y);
+        let z = translate(
+            &model.unet,
+            &sampler,
+            src.mul_scalar(1.3),
+            tar.mul_scalar(1.3),
+        );
+        tensor_values(model.autoencoder.decode(z.div_scalar(1.3))).remove(0)
+    };
+    let a = harmonise(&flex);
+    let b = harmonise(&tch);
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    let range = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("flex vs tch: max |Δ| {max_diff:.2e} over outputs up to {range:.3}");
+    assert!(max_diff < 1e-3, "flex and tch differ by {max_diff}");
 }
