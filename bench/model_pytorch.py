@@ -4,7 +4,7 @@ the arguments of the HCLD reference code (train_HCLD.py: use_flash_attention=Tru
 is torch's scaled_dot_product_attention), untrained, on the CPU. Same arguments and JSON line as
 examples/model_bench.rs:
 
-    model_pytorch.py --grid reference|cpu --op encode|decode|unet|harmonise|train-ae|train-ldm [--runs N]
+    model_pytorch.py --grid reference|cpu --op encode|decode|unet|harmonise|train-ae|train-ldm [--runs N] [--warmup N]
 
 harmonise = 2 encodes + 30 inversion and 10 sampling UNet calls (DDIM, eta 0, over strided steps of
 the T=1000 scaled-linear schedule, x0 clipped to ±1) + 1 decode; train-* = one Adam step on one
@@ -90,6 +90,7 @@ def main():
     p.add_argument("--grid", default="cpu", choices=GRIDS)
     p.add_argument("--op", default="encode")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--backend", default="pytorch")  # accepted for symmetry with model_bench
     a = p.parse_args()
     torch.manual_seed(0)
@@ -101,7 +102,7 @@ def main():
     inversion = ddim_path(-1, t_k, 30)
     sampling = ddim_path(t_k, -1, 10)
     times = []
-    for run in range(a.runs + 1):
+    for run in range(a.runs + a.warmup):
         ae, unet = networks()
         if a.op in ("encode", "decode", "unet", "harmonise"):
             ae.eval()
@@ -157,7 +158,7 @@ def main():
             elapsed = time.perf_counter() - t0
         else:
             raise SystemExit(f"unknown --op {a.op}")
-        if run > 0:
+        if run >= a.warmup:
             times.append(elapsed)
     print(
         json.dumps(

@@ -10,7 +10,9 @@
 #
 # PyTorch comes from a venv made from bench/requirements-torch.txt (TORCH_VENV, default
 # $TMPDIR/hcld-torch-venv, shared with scripts/with-libtorch.sh, which the tch build uses).
-# RUNS (default 3) timed runs after one warm-up; RUNS_SLOW (default 1) for harmonise/training.
+# RUNS (default 3) timed runs after one warm-up for encode/decode/UNet; harmonise and the training
+# steps (tens of seconds to minutes each at the reference grid) run RUNS_SLOW (default 1) times
+# without warm-up.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GRIDS=("$@")
@@ -33,8 +35,8 @@ trap 'rm -rf "$OUT"' EXIT
 echo "# $(date -u +%F) $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), torch $("$PY" -c 'import torch; print(torch.__version__, torch.get_num_threads(), "threads")')" >&2
 for grid in "${GRIDS[@]}"; do
   for op in encode decode unet harmonise train-ae train-ldm; do
-    runs=$RUNS
-    case $op in harmonise|train-*) runs=$RUNS_SLOW ;; esac
+    runs=$RUNS warmup=1
+    case $op in harmonise|train-*) runs=$RUNS_SLOW warmup=0 ;; esac
     for impl in pytorch flex tch; do
       if [ "$impl" = pytorch ]; then
         cmd=("$PY" bench/model_pytorch.py)
@@ -42,7 +44,7 @@ for grid in "${GRIDS[@]}"; do
         cmd=("$BIN" --backend "$impl")
       fi
       echo "$impl $grid $op" >&2
-      python3 bench/measure.py --label "$impl" -- "${cmd[@]}" --grid "$grid" --op "$op" --runs "$runs" \
+      python3 bench/measure.py --label "$impl" -- "${cmd[@]}" --grid "$grid" --op "$op" --runs "$runs" --warmup "$warmup" \
         >> "$OUT/results.jsonl" || echo "{\"impl\": \"$impl\", \"grid\": \"$grid\", \"op\": \"$op\", \"failed\": true}" >> "$OUT/results.jsonl"
     done
   done

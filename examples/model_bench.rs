@@ -1,10 +1,12 @@
 //! One timing of the HCLD networks for `bench/model_vs_pytorch.sh` (the PyTorch/MONAI side is
 //! `bench/model_pytorch.py`, which takes the same arguments): the reference architecture,
 //! untrained weights, one operation per process so that the caller's peak-RSS figure belongs to
-//! that operation alone. Prints one JSON line: the median of `--runs` after one warm-up.
+//! that operation alone. Prints one JSON line: the median of `--runs` after `--warmup` (default 1)
+//! uncounted runs.
 //!
 //! `cargo run --release [--features tch] --example model_bench -- --backend flex|tch
-//!  --grid reference|cpu --op encode|decode|unet|harmonise|train-ae|train-ldm [--runs N]`
+//!  --grid reference|cpu --op encode|decode|unet|harmonise|train-ae|train-ldm [--runs N]
+//!  [--warmup N]`
 //!
 //! - harmonise: 2 encodes (source and target), 30 inversion + 10 sampling UNet calls, 1 decode;
 //! - train-ae: one Adam step of L1 + 1e-6·KL on one volume (forward, backward, update);
@@ -41,6 +43,7 @@ fn main() {
     let grid = arg(&args, "--grid", "cpu");
     let op = arg(&args, "--op", "encode");
     let runs: usize = arg(&args, "--runs", "3").parse().expect("--runs N");
+    let warmup: usize = arg(&args, "--warmup", "1").parse().expect("--warmup N");
     let compute = ComputeDevice::select(Some(backend), DeviceKind::Cpu).expect("backend");
     let device = compute.device.clone();
     let config = HcldConfig::preset(&grid).expect("--grid reference|cpu");
@@ -54,7 +57,7 @@ fn main() {
     };
 
     let mut times = Vec::new();
-    for run in 0..=runs {
+    for run in 0..runs + warmup {
         let elapsed = match op.as_str() {
             "encode" | "decode" | "unet" | "harmonise" => {
                 let ae = ComputeDevice::init_seeded(&device, 0, |d| config.autoencoder.init(d));
@@ -122,8 +125,8 @@ fn main() {
             }
             other => panic!("unknown --op {other}"),
         };
-        // Run 0 is the warm-up.
-        if run > 0 {
+        // The first `warmup` runs are not counted.
+        if run >= warmup {
             times.push(elapsed);
         }
     }

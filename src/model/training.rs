@@ -981,6 +981,78 @@ pub fn train_diffusion(
     Ok((unet, report))
 }
 
+/// What [`fit`] produced.
+#[derive(Debug)]
+pub struct FittedModel {
+    /// The artefact folder (`models_dir/hcld-<sha12>`).
+    pub dir: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its manifest (configuration, latent scale, training summary).
+    pub manifest: super::artefact::ArtefactManifest,
+}
+
+/// Both stages and the artefact: trains the autoencoder, encodes every image once (posterior
+/// mean), computes the latent scale, trains the UNet on the scaled latents and writes the model
+/// into `models_dir`. Each stage resumes from its checkpoint under `options.checkpoint_dir`.
+pub fn fit(
+    config: &HcldConfig,
+    set: &dyn TrainingSet,
+    device: &ComputeDevice,
+    options: &TrainOptions,
+    models_dir: &Path,
+) -> Result<FittedModel, FitError> {
+    config
+        .validate()
+        .map_err(|e| TrainingError::TooFew(e.to_string()))?;
+    let (autoencoder, ae_report) = train_autoencoder(config, set, device, options)?;
+    let raw = encode_all(&autoencoder, config, set, device)?;
+    let scale = latent_scale(&raw);
+    tracing::info!(
+        "latent scale s = 1/std(z) = {scale:.5} over {} images",
+        raw.len()
+    );
+    let scaled: Vec<Vec<f32>> = raw
+        .into_iter()
+        .map(|l| l.into_iter().map(|v| v * scale as f32).collect())
+        .collect();
+    let (unet, ldm_report) =
+        train_diffusion(config, set, &autoencoder, &scaled, scale, device, options)?;
+    let mut images_per_site = BTreeMap::new();
+    for i in 0..set.len() {
+        *images_per_site.entry(set.site(i).to_string()).or_insert(0) += 1;
+    }
+    let manifest = super::artefact::ArtefactManifest {
+        format_version: super::artefact::FORMAT_VERSION,
+        hcld_version: crate::VERSION.into(),
+        config: config.clone(),
+        latent_scale: scale,
+        training: super::artefact::TrainingSummary {
+            images_per_site,
+            autoencoder: Some(ae_report),
+            diffusion: Some(ldm_report),
+            backend: device.describe(),
+        },
+    };
+    let (dir, sha256) = super::artefact::save_artefact(models_dir, &manifest, &autoencoder, &unet)?;
+    Ok(FittedModel {
+        dir,
+        sha256,
+        manifest,
+    })
+}
+
+/// Why [`fit`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// A training stage.
+    #[error(transparent)]
+    Training(#[from] TrainingError),
+    /// Writing the artefact.
+    #[error(transparent)]
+    Artefact(#[from] super::artefact::ArtefactError),
+}
+
 /// Mean L1 reconstruction error (through μ) over `set`: the stage-1 figure the learning tests
 /// and reports use.
 pub fn reconstruction_error(

@@ -13,7 +13,7 @@ use hcld::model::device::ComputeDevice;
 use hcld::model::diffusion::translate;
 use hcld::model::sampler::DdimSampler;
 use hcld::model::training::{
-    InMemoryTrainingSet, TrainOptions, TrainingError, TrainingSet, encode_all, grid_tensor,
+    InMemoryTrainingSet, TrainOptions, TrainingError, TrainingSet, encode_all, fit, grid_tensor,
     latent_scale, latent_tensor, noise_prediction_error, reconstruction_error, tensor_values,
     train_autoencoder, train_diffusion,
 };
@@ -157,10 +157,70 @@ fn both_stages_learn_on_real_scans_and_the_artefact_round_trips() {
 }
 
 #[test]
+fn fit_trains_both_stages_into_a_loadable_artefact() {
+    let config = tiny();
+    let set = fixture_set(config.grid.shape, config.grid.voxel_size_mm);
+    let device = ComputeDevice::cpu();
+    let work = tempfile::tempdir().unwrap();
+    let mut options = TrainOptions::new(work.path().join("checkpoints"));
+    options.max_steps = Some(4);
+    let fitted = fit(
+        &config,
+        &set,
+        &device,
+        &options,
+        &work.path().join("models"),
+    )
+    .unwrap();
+    let summary = &fitted.manifest.training;
+    assert_eq!(summary.images_per_site.values().sum::<usize>(), 4);
+    assert_eq!(
+        summary.images_per_site.len(),
+        2,
+        "{:?}",
+        summary.images_per_site
+    );
+    assert_eq!(summary.autoencoder.as_ref().unwrap().steps, 4);
+    assert_eq!(summary.diffusion.as_ref().unwrap().steps, 4);
+    let loaded = load_artefact(&fitted.dir, &device).unwrap();
+    assert_eq!(loaded.sha256, fitted.sha256);
+    assert_eq!(loaded.manifest.latent_scale, fitted.manifest.latent_scale);
+    // Running it again resumes both finished stages: the same weights (the summary, and so the
+    // digest, records the resume).
+    let again = fit(
+        &config,
+        &set,
+        &device,
+        &options,
+        &work.path().join("models"),
+    )
+    .unwrap();
+    assert_eq!(
+        again
+            .manifest
+            .training
+            .autoencoder
+            .as_ref()
+            .unwrap()
+            .resumed_from,
+        Some(4)
+    );
+    let reloaded = load_artefact(&again.dir, &device).unwrap();
+    let x = grid_tensor(&[&set.items[2].2], config.grid.shape, &device.device);
+    let recon = |m: &hcld::model::artefact::LoadedModel| {
+        tensor_values(m.autoencoder.reconstruct(x.clone()))
+    };
+    assert!(recon(&loaded) == recon(&reloaded));
+}
+
+#[test]
 fn an_interrupted_stage_resumes_to_the_same_weights() {
     let mut config = tiny();
     config.autoencoder_training.accumulation_steps = 2;
     config.autoencoder_training.batch_size = 1;
+    // The optional patch-GAN term, so its discriminator's checkpoint is exercised too.
+    config.autoencoder_training.adversarial_weight = 0.01;
+    config.autoencoder_training.discriminator_channels = 4;
     let set = fixture_set(config.grid.shape, config.grid.voxel_size_mm);
     let device = ComputeDevice::cpu();
 
@@ -194,8 +254,10 @@ fn an_interrupted_stage_resumes_to_the_same_weights() {
     let curve = std::fs::read_to_string(resumed.path().join("autoencoder/loss.csv")).unwrap();
     assert_eq!(curve.lines().count(), 13, "no step recorded twice");
 
-    // The same for the diffusion stage (with its style discriminator switched on).
+    // The same for the diffusion stage, with its optional terms (style discriminator,
+    // gradient-map loss through the frozen decoder) switched on.
     config.diffusion_training.adversarial_style_weight = 1.0;
+    config.diffusion_training.gradient_map_weight = 1e4;
     config.diffusion_training.adversarial_burn_in_epochs = 1;
     config.diffusion_training.accumulation_steps = 2;
     config.diffusion_training.batch_size = 2;
