@@ -255,7 +255,8 @@ mod tests {
             format_version: FORMAT_VERSION,
             hcld_version: crate::VERSION.into(),
             config: config.clone(),
-            latent_scale: 1.7,
+            // A value whose shortest decimal form needs all 17 digits: it must come back exactly.
+            latent_scale: 1.3058291700501479,
             training: TrainingSummary::default(),
         };
         let parent = tempfile::tempdir().unwrap();
@@ -263,7 +264,7 @@ mod tests {
         assert!(dir.ends_with(format!("hcld-{}", &sha[..12])));
         let loaded = load_artefact(&dir, &device).unwrap();
         assert_eq!(loaded.sha256, sha);
-        assert_eq!(loaded.manifest.latent_scale, 1.7);
+        assert_eq!(loaded.manifest.latent_scale, 1.3058291700501479);
 
         let im: Vec<f32> = (0..4096).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
         let x = grid_tensor(&[&im], [16, 16, 16], &device.device);
