@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release [--features tch] --example model_bench -- --backend flex|tch
 //!  --grid reference|cpu --op encode|decode|unet|harmonise|train-ae|train-ldm [--runs N]
-//!  [--warmup N]`
+//!  [--warmup N] [--checkpointing on|off]`
 //!
 //! - harmonise: 2 encodes (source and target), 30 inversion + 10 sampling UNet calls, 1 decode;
 //! - train-ae: one Adam step of L1 + 1e-6·KL on one volume (forward, backward, update);
@@ -44,6 +44,17 @@ fn main() {
     let op = arg(&args, "--op", "encode");
     let runs: usize = arg(&args, "--runs", "3").parse().expect("--runs N");
     let warmup: usize = arg(&args, "--warmup", "1").parse().expect("--warmup N");
+    // Training as hcld trains: burn's gradient checkpointing (recompute memory-bound ops in the
+    // backward pass) unless `--checkpointing off`.
+    let checkpointing = arg(&args, "--checkpointing", "on") == "on";
+    let autodiff = |d: &Device| {
+        let ad = d.clone().autodiff();
+        if checkpointing {
+            ad.gradient_checkpointing()
+        } else {
+            ad
+        }
+    };
     let compute = ComputeDevice::select(Some(backend), DeviceKind::Cpu).expect("backend");
     let device = compute.device.clone();
     let config = HcldConfig::preset(&grid).expect("--grid reference|cpu");
@@ -84,7 +95,7 @@ fn main() {
                 t.elapsed().as_secs_f64()
             }
             "train-ae" => {
-                let ad = device.clone().autodiff();
+                let ad = autodiff(&device);
                 let ae = ComputeDevice::init_seeded(&ad, 0, |d| config.autoencoder.init(d));
                 let mut optim = AdamConfig::new().init();
                 let x = Tensor::<5>::random(image_shape, Distribution::Uniform(0.0, 1.0), &ad);
@@ -101,7 +112,7 @@ fn main() {
                 t.elapsed().as_secs_f64()
             }
             "train-ldm" => {
-                let ad = device.clone().autodiff();
+                let ad = autodiff(&device);
                 let unet = ComputeDevice::init_seeded(&ad, 1, |d| config.unet.init(d));
                 let mut optim = AdamConfig::new().init();
                 let src = Tensor::<5>::random(latent_shape, Distribution::Normal(0.0, 1.0), &ad);
@@ -131,7 +142,7 @@ fn main() {
         }
     }
     println!(
-        "{{\"impl\": \"hcld-{backend}\", \"grid\": \"{grid}\", \"shape\": {:?}, \"op\": \"{op}\", \"runs\": {runs}, \"median_s\": {:.4}, \"all_s\": {times:?}}}",
+        "{{\"impl\": \"hcld-{backend}\", \"grid\": \"{grid}\", \"shape\": {:?}, \"op\": \"{op}\", \"checkpointing\": {checkpointing}, \"runs\": {runs}, \"median_s\": {:.4}, \"all_s\": {times:?}}}",
         config.grid.shape,
         median(times.clone())
     );

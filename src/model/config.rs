@@ -185,7 +185,11 @@ impl HcldConfig {
                 unet: UnetConfig::new(),
                 schedule: ScheduleConfig::default(),
                 ddim: DdimConfig::default(),
+                // The reference's effective batch of 2 as 1 × 2 accumulated: one 96×112×96 volume
+                // already takes ~10 GB of activations in burn's autodiff (docs/benchmarks.md).
                 autoencoder_training: AutoencoderTrainingConfig {
+                    batch_size: 1,
+                    accumulation_steps: 2,
                     adversarial_weight: 0.0,
                     ..reference_ae
                 },

@@ -126,6 +126,10 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Raised by a signal handler: checkpoint and return [`TrainingError::Interrupted`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// burn's gradient checkpointing: memory-bound operations (the element-wise pieces of
+    /// GroupNorm, SiLU, additions) are recomputed in the backward pass instead of kept. Same
+    /// gradients, a fraction of the memory (docs/benchmarks.md); on by default.
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainOptions {
@@ -136,6 +140,16 @@ impl TrainOptions {
             checkpoint_every: 50,
             max_steps: None,
             stop: None,
+            gradient_checkpointing: true,
+        }
+    }
+
+    fn autodiff(&self, device: &Device) -> Device {
+        let ad = device.clone().autodiff();
+        if self.gradient_checkpointing {
+            ad.gradient_checkpointing()
+        } else {
+            ad
         }
     }
 
@@ -491,7 +505,7 @@ pub fn train_autoencoder(
         ));
     }
     let started = Instant::now();
-    let ad = device.device.clone().autodiff();
+    let ad = options.autodiff(&device.device);
     let shape = config.grid.shape;
     let voxels = shape.iter().product::<usize>();
     let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
@@ -756,7 +770,7 @@ pub fn train_diffusion(
         .schedule
         .build()
         .map_err(|e| TrainingError::TooFew(e.to_string()))?;
-    let ad = device.device.clone().autodiff();
+    let ad = options.autodiff(&device.device);
     let latent_shape = config.latent_shape();
     let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
     let extra = format!("{}\n{latent_scale}", set_digest(set));
