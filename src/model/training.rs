@@ -440,6 +440,152 @@ impl Curve {
     }
 }
 
+/// What both stages share: the network being trained with its optimiser and gradient
+/// accumulator, the optional discriminator with its own, the step counters, and the checkpoint
+/// they resume from and are saved to.
+struct StageRun<M: Module> {
+    name: &'static str,
+    ckpt: Checkpoint,
+    model: M,
+    optim: ModuleOptimizer,
+    accumulator: GradientsAccumulator<M>,
+    disc: Option<Discriminator>,
+    disc_optim: ModuleOptimizer,
+    disc_accumulator: GradientsAccumulator<Discriminator>,
+    step: usize,
+    optimizer_steps: usize,
+    resumed_from: Option<usize>,
+}
+
+/// How a stage steps its optimisers.
+struct StepPlan {
+    learning_rate: f64,
+    discriminator_learning_rate: f64,
+    accumulation_steps: usize,
+    total: usize,
+    per_epoch: usize,
+}
+
+impl<M: Module> StageRun<M> {
+    /// New networks, or those of the stage's checkpoint when it has one.
+    fn start(
+        name: &'static str,
+        ckpt: Checkpoint,
+        model: M,
+        optim: ModuleOptimizer,
+        disc: Option<Discriminator>,
+        disc_optim: ModuleOptimizer,
+    ) -> Result<Self, TrainingError> {
+        let mut run = StageRun {
+            name,
+            model,
+            optim,
+            accumulator: GradientsAccumulator::new(),
+            disc,
+            disc_optim,
+            disc_accumulator: GradientsAccumulator::new(),
+            step: 0,
+            optimizer_steps: 0,
+            resumed_from: None,
+            ckpt,
+        };
+        if let Some(state) = run.ckpt.state()? {
+            run.model = run.ckpt.load_module("model", run.model)?;
+            run.optim = run.ckpt.load_optimizer("optimizer", run.optim)?;
+            if let Some(d) = run.disc.take() {
+                run.disc = Some(run.ckpt.load_module("discriminator", d)?);
+                run.disc_optim = run
+                    .ckpt
+                    .load_optimizer("discriminator_optimizer", run.disc_optim)?;
+            }
+            tracing::info!(
+                "{name}: resuming after step {} from {}",
+                state.step,
+                run.ckpt.dir.display()
+            );
+            (run.step, run.optimizer_steps, run.resumed_from) =
+                (state.step, state.optimizer_steps, Some(state.step));
+        }
+        Ok(run)
+    }
+
+    /// Ends a forward pass whose gradients are accumulated: records its curve row (`values`
+    /// after step and epoch), steps the optimisers every `accumulation_steps` passes and at the
+    /// last, checkpoints when due or asked to stop, and stops with
+    /// [`TrainingError::Interrupted`] when asked.
+    fn end_forward(
+        mut self,
+        plan: &StepPlan,
+        options: &TrainOptions,
+        curve: &mut Curve,
+        epoch: usize,
+        values: &[f64],
+    ) -> Result<Self, TrainingError> {
+        self.step += 1;
+        let mut row = vec![self.step as f64, epoch as f64];
+        row.extend_from_slice(values);
+        curve.push(row);
+        let step = self.step;
+        if step.is_multiple_of(plan.accumulation_steps) || step == plan.total {
+            self.model = self
+                .optim
+                .step(plan.learning_rate, self.model, self.accumulator.grads());
+            if let Some(d) = self.disc.take() {
+                self.disc = Some(self.disc_optim.step(
+                    plan.discriminator_learning_rate,
+                    d,
+                    self.disc_accumulator.grads(),
+                ));
+            }
+            self.optimizer_steps += 1;
+            let stop = options.stopped();
+            if self
+                .optimizer_steps
+                .is_multiple_of(options.checkpoint_every.max(1))
+                || step == plan.total
+                || stop
+            {
+                let mut modules = vec![("model", self.model.clone().into_record())];
+                let mut optimizers = vec![("optimizer", &self.optim)];
+                if let Some(d) = &self.disc {
+                    modules.push(("discriminator", d.clone().into_record()));
+                    optimizers.push(("discriminator_optimizer", &self.disc_optim));
+                }
+                self.ckpt
+                    .save(step, self.optimizer_steps, modules, optimizers)?;
+                curve.save()?;
+            }
+            if stop && step < plan.total {
+                return Err(TrainingError::Interrupted {
+                    stage: self.name,
+                    step,
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Saves the curve and sums the stage up.
+    fn finish(
+        &self,
+        plan: &StepPlan,
+        curve: &Curve,
+        started: Instant,
+    ) -> Result<StageReport, TrainingError> {
+        curve.save()?;
+        let (first_loss, last_loss) = curve.first_last();
+        Ok(StageReport {
+            steps: self.step,
+            optimizer_steps: self.optimizer_steps,
+            epochs: self.step as f64 / plan.per_epoch as f64,
+            resumed_from: self.resumed_from,
+            first_loss,
+            last_loss,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
 fn load_images(
     set: &dyn TrainingSet,
     indices: &[usize],
@@ -516,10 +662,10 @@ pub fn train_autoencoder(
         &set_digest(set),
     );
 
-    let mut model = ComputeDevice::init_seeded(&ad, config.seed, |d| config.autoencoder.init(d));
-    let mut optim = AdamConfig::new().init();
+    let model = ComputeDevice::init_seeded(&ad, config.seed, |d| config.autoencoder.init(d));
+    let optim = AdamConfig::new().init();
     let adversarial = tc.adversarial_weight > 0.0;
-    let mut disc: Option<Discriminator> = adversarial.then(|| {
+    let disc: Option<Discriminator> = adversarial.then(|| {
         ComputeDevice::init_seeded(&ad, config.seed.wrapping_add(1), |d| {
             DiscriminatorConfig::patch(
                 config.autoencoder.image_channels,
@@ -529,26 +675,11 @@ pub fn train_autoencoder(
             .init(d)
         })
     });
-    let mut disc_optim = AdamConfig::new().init();
-    let (mut step, mut optimizer_steps, resumed_from) = match ckpt.state()? {
-        Some(state) => {
-            model = ckpt.load_module("model", model)?;
-            optim = ckpt.load_optimizer("optimizer", optim)?;
-            if let Some(d) = disc.take() {
-                disc = Some(ckpt.load_module("discriminator", d)?);
-                disc_optim = ckpt.load_optimizer("discriminator_optimizer", disc_optim)?;
-            }
-            tracing::info!(
-                "autoencoder: resuming after step {} from {}",
-                state.step,
-                ckpt.dir.display()
-            );
-            (state.step, state.optimizer_steps, Some(state.step))
-        }
-        None => (0, 0, None),
-    };
+    let disc_optim = AdamConfig::new().init();
+    let curve_dir = ckpt.dir.clone();
+    let mut run = StageRun::start("autoencoder", ckpt, model, optim, disc, disc_optim)?;
     let mut curve = Curve::open(
-        &ckpt.dir,
+        &curve_dir,
         vec![
             "step",
             "epoch",
@@ -558,32 +689,36 @@ pub fn train_autoencoder(
             "adversarial",
             "discriminator",
         ],
-        step,
+        run.step,
     );
-    let mut accumulator = GradientsAccumulator::<AutoencoderKl>::new();
-    let mut disc_accumulator = GradientsAccumulator::<Discriminator>::new();
-    let per_epoch = set.len().div_ceil(tc.batch_size);
+    let plan = StepPlan {
+        learning_rate: tc.learning_rate,
+        discriminator_learning_rate: tc.discriminator_learning_rate,
+        accumulation_steps: tc.accumulation_steps,
+        total,
+        per_epoch: set.len().div_ceil(tc.batch_size),
+    };
 
-    while step < total {
-        let (epoch, indices) = batch_indices(config.seed, 1, set.len(), tc.batch_size, step);
+    while run.step < total {
+        let (epoch, indices) = batch_indices(config.seed, 1, set.len(), tc.batch_size, run.step);
         let images = load_images(set, &indices, voxels)?;
         let refs: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
         let x = grid_tensor(&refs, shape, &ad);
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(config.seed, 1, step as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(config.seed, 1, run.step as u64));
 
-        let (mu, log_var) = model.encode(x.clone());
+        let (mu, log_var) = run.model.encode(x.clone());
         let dims = mu.dims();
         let noise = Tensor::<5>::from_data(
             TensorData::new(normal(&mut rng, dims.iter().product()), dims),
             &ad,
         );
         let z = mu.clone() + log_var.clone().mul_scalar(0.5).exp() * noise;
-        let reconstruction = model.decode(z);
+        let reconstruction = run.model.decode(z);
         let l1 = losses::l1(reconstruction.clone(), x.clone());
         let kl = losses::kl_divergence(mu, log_var);
         let mut loss = l1.clone() + kl.clone().mul_scalar(tc.kl_weight);
         let mut adv_value = 0.0;
-        if let Some(d) = &disc {
+        if let Some(d) = &run.disc {
             let generator =
                 losses::least_squares_adversarial(d.forward(reconstruction.clone()), true);
             adv_value = scalar(generator.clone());
@@ -601,76 +736,36 @@ pub fn train_autoencoder(
                 message: "the autoencoder loss became non-finite; lower the learning rate".into(),
             });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
+        let grads = GradientsParams::from_grads(loss.backward(), &run.model);
+        run.accumulator.accumulate(&run.model, grads);
 
         let mut disc_value = 0.0;
-        if let Some(d) = &disc {
+        if let Some(d) = &run.disc {
             let fake = losses::least_squares_adversarial(d.forward(reconstruction.detach()), false);
             let real = losses::least_squares_adversarial(d.forward(x.detach()), true);
             let d_loss = (fake + real).mul_scalar(0.5 * tc.adversarial_weight);
             disc_value = scalar(d_loss.clone()) / tc.adversarial_weight;
             let grads = GradientsParams::from_grads(d_loss.backward(), d);
-            disc_accumulator.accumulate(d, grads);
+            run.disc_accumulator.accumulate(d, grads);
         }
 
-        step += 1;
-        curve.push(vec![
-            step as f64,
-            epoch as f64,
-            loss_value,
-            l1_value,
-            kl_value,
-            adv_value,
-            disc_value,
-        ]);
-        if step % tc.accumulation_steps == 0 || step == total {
-            model = optim.step(tc.learning_rate, model, accumulator.grads());
-            if let Some(d) = disc.take() {
-                disc = Some(disc_optim.step(
-                    tc.discriminator_learning_rate,
-                    d,
-                    disc_accumulator.grads(),
-                ));
-            }
-            optimizer_steps += 1;
-            let stop = options.stopped();
-            if optimizer_steps % options.checkpoint_every.max(1) == 0 || step == total || stop {
-                let mut modules = vec![("model", model.clone().into_record())];
-                let mut optimizers = vec![("optimizer", &optim)];
-                if let Some(d) = &disc {
-                    modules.push(("discriminator", d.clone().into_record()));
-                    optimizers.push(("discriminator_optimizer", &disc_optim));
-                }
-                ckpt.save(step, optimizer_steps, modules, optimizers)?;
-                curve.save()?;
-            }
-            if stop && step < total {
-                return Err(TrainingError::Interrupted {
-                    stage: "autoencoder",
-                    step,
-                });
-            }
-        }
-        if step % per_epoch.max(1) == 0 || step == total {
+        run = run.end_forward(
+            &plan,
+            options,
+            &mut curve,
+            epoch,
+            &[loss_value, l1_value, kl_value, adv_value, disc_value],
+        )?;
+        let step = run.step;
+        if step % plan.per_epoch.max(1) == 0 || step == total {
             tracing::info!(
                 "autoencoder: step {step}/{total} (epoch {}), loss {loss_value:.4} (L1 {l1_value:.4})",
                 epoch + 1
             );
         }
     }
-    curve.save()?;
-    let (first_loss, last_loss) = curve.first_last();
-    let report = StageReport {
-        steps: step,
-        optimizer_steps,
-        epochs: step as f64 / per_epoch as f64,
-        resumed_from,
-        first_loss,
-        last_loss,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((to_inference(model, config, device), report))
+    let report = run.finish(&plan, &curve, started)?;
+    Ok((to_inference(run.model, config, device), report))
 }
 
 /// The trained autoencoder on the plain (non-autodiff) device.
@@ -780,16 +875,16 @@ pub fn train_diffusion(
         by_site.entry(set.site(i).to_string()).or_default().push(i);
     }
 
-    let mut model =
+    let model =
         ComputeDevice::init_seeded(&ad, config.seed.wrapping_add(2), |d| config.unet.init(d));
-    let mut optim = AdamConfig::new().init();
+    let optim = AdamConfig::new().init();
     let adversarial = tc.adversarial_style_weight > 0.0;
-    let mut disc = adversarial.then(|| {
+    let disc = adversarial.then(|| {
         ComputeDevice::init_seeded(&ad, config.seed.wrapping_add(3), |d| {
             DiscriminatorConfig::style(config.autoencoder.latent_channels).init(d)
         })
     });
-    let mut disc_optim = AdamConfig::new().with_beta_1(0.5).init();
+    let disc_optim = AdamConfig::new().with_beta_1(0.5).init();
     // The decoder is needed (with gradients to its input only) for the gradient-map loss.
     let decoder = (tc.gradient_map_weight > 0.0).then(|| {
         config
@@ -798,25 +893,10 @@ pub fn train_diffusion(
             .load_record(autoencoder.clone().into_record())
             .no_grad()
     });
-    let (mut step, mut optimizer_steps, resumed_from) = match ckpt.state()? {
-        Some(state) => {
-            model = ckpt.load_module("model", model)?;
-            optim = ckpt.load_optimizer("optimizer", optim)?;
-            if let Some(d) = disc.take() {
-                disc = Some(ckpt.load_module("discriminator", d)?);
-                disc_optim = ckpt.load_optimizer("discriminator_optimizer", disc_optim)?;
-            }
-            tracing::info!(
-                "diffusion: resuming after step {} from {}",
-                state.step,
-                ckpt.dir.display()
-            );
-            (state.step, state.optimizer_steps, Some(state.step))
-        }
-        None => (0, 0, None),
-    };
+    let curve_dir = ckpt.dir.clone();
+    let mut run = StageRun::start("diffusion", ckpt, model, optim, disc, disc_optim)?;
     let mut curve = Curve::open(
-        &ckpt.dir,
+        &curve_dir,
         vec![
             "step",
             "epoch",
@@ -828,17 +908,21 @@ pub fn train_diffusion(
             "gradient_map",
             "discriminator",
         ],
-        step,
+        run.step,
     );
-    let mut accumulator = GradientsAccumulator::<DiffusionUnet>::new();
-    let mut disc_accumulator = GradientsAccumulator::<Discriminator>::new();
-    let per_epoch = set.len().div_ceil(tc.batch_size);
+    let plan = StepPlan {
+        learning_rate: tc.learning_rate,
+        discriminator_learning_rate: tc.discriminator_learning_rate,
+        accumulation_steps: tc.accumulation_steps,
+        total,
+        per_epoch: set.len().div_ceil(tc.batch_size),
+    };
     let clip = schedule.config().clip_sample_range;
     let voxels = config.grid.shape.iter().product::<usize>();
 
-    while step < total {
-        let (epoch, sources) = batch_indices(config.seed, 2, set.len(), tc.batch_size, step);
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(config.seed, 2, step as u64));
+    while run.step < total {
+        let (epoch, sources) = batch_indices(config.seed, 2, set.len(), tc.batch_size, run.step);
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(config.seed, 2, run.step as u64));
         let targets = choose_targets(&mut rng, &sources, &by_site);
         let b = sources.len();
         let src_refs: Vec<&[f32]> = sources.iter().map(|&i| latents[i].as_slice()).collect();
@@ -862,7 +946,9 @@ pub fn train_diffusion(
         let (ca, cs) = (per_sample(&a, &ad), per_sample(&s, &ad));
         let noisy = fused.clone() * ca.clone() + noise.clone() * cs.clone();
         let t_f32: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-        let eps = model.forward(Tensor::cat(vec![noisy.clone(), z_tar.clone()], 1), &t_f32);
+        let eps = run
+            .model
+            .forward(Tensor::cat(vec![noisy.clone(), z_tar.clone()], 1), &t_f32);
         let x0_raw = (noisy - eps.clone() * cs) / ca;
         let x0 = x0_raw.clone().clamp(-clip, clip);
         let noise_loss = losses::mse(eps, noise);
@@ -896,7 +982,8 @@ pub fn train_diffusion(
         }
         let mut adv_value = 0.0;
         let mut disc_value = 0.0;
-        if let Some(d) = disc
+        if let Some(d) = run
+            .disc
             .as_ref()
             .filter(|_| epoch >= tc.adversarial_burn_in_epochs)
         {
@@ -917,9 +1004,9 @@ pub fn train_diffusion(
                 message: "the diffusion loss became non-finite; lower the learning rate".into(),
             });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
-        if let Some(d) = &disc {
+        let grads = GradientsParams::from_grads(loss.backward(), &run.model);
+        run.accumulator.accumulate(&run.model, grads);
+        if let Some(d) = &run.disc {
             // The reference's style discriminator: target latents are "real", source latents
             // "fake".
             let real = losses::logistic_adversarial(d.forward(z_tar.detach()), true);
@@ -927,71 +1014,37 @@ pub fn train_diffusion(
             let d_loss = real + fake;
             disc_value = scalar(d_loss.clone());
             let grads = GradientsParams::from_grads(d_loss.backward(), d);
-            disc_accumulator.accumulate(d, grads);
+            run.disc_accumulator.accumulate(d, grads);
         }
 
-        step += 1;
-        curve.push(vec![
-            step as f64,
-            epoch as f64,
-            loss_value,
-            noise_value,
-            content_value,
-            style_value,
-            adv_value,
-            grad_value,
-            disc_value,
-        ]);
-        if step % tc.accumulation_steps == 0 || step == total {
-            model = optim.step(tc.learning_rate, model, accumulator.grads());
-            if let Some(d) = disc.take() {
-                disc = Some(disc_optim.step(
-                    tc.discriminator_learning_rate,
-                    d,
-                    disc_accumulator.grads(),
-                ));
-            }
-            optimizer_steps += 1;
-            let stop = options.stopped();
-            if optimizer_steps % options.checkpoint_every.max(1) == 0 || step == total || stop {
-                let mut modules = vec![("model", model.clone().into_record())];
-                let mut optimizers = vec![("optimizer", &optim)];
-                if let Some(d) = &disc {
-                    modules.push(("discriminator", d.clone().into_record()));
-                    optimizers.push(("discriminator_optimizer", &disc_optim));
-                }
-                ckpt.save(step, optimizer_steps, modules, optimizers)?;
-                curve.save()?;
-            }
-            if stop && step < total {
-                return Err(TrainingError::Interrupted {
-                    stage: "diffusion",
-                    step,
-                });
-            }
-        }
-        if step % per_epoch.max(1) == 0 || step == total {
+        run = run.end_forward(
+            &plan,
+            options,
+            &mut curve,
+            epoch,
+            &[
+                loss_value,
+                noise_value,
+                content_value,
+                style_value,
+                adv_value,
+                grad_value,
+                disc_value,
+            ],
+        )?;
+        let step = run.step;
+        if step % plan.per_epoch.max(1) == 0 || step == total {
             tracing::info!(
                 "diffusion: step {step}/{total} (epoch {}), loss {loss_value:.4} (ε {noise_value:.4})",
                 epoch + 1
             );
         }
     }
-    curve.save()?;
-    let (first_loss, last_loss) = curve.first_last();
-    let report = StageReport {
-        steps: step,
-        optimizer_steps,
-        epochs: step as f64 / per_epoch as f64,
-        resumed_from,
-        first_loss,
-        last_loss,
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let report = run.finish(&plan, &curve, started)?;
     let unet = config
         .unet
         .init(&device.device)
-        .load_record(model.valid().into_record());
+        .load_record(run.model.valid().into_record());
     Ok((unet, report))
 }
 
