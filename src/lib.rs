@@ -17,6 +17,7 @@
 pub mod bids;
 pub mod cli;
 pub mod derivatives;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     let settings = Settings::from_args(args)?;
+    pipeline::install_signal_handlers().context("cannot install signal handlers")?;
     let (out, log_file, log) = pipeline::prepare_output(&settings)?;
     cli::logging::init(settings.verbosity, Some(log))?;
     tracing::info!(

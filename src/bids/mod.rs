@@ -10,6 +10,7 @@ mod entities;
 mod error;
 mod layout;
 mod query;
+pub mod sites;
 mod tables;
 
 pub use description::{DatasetDescription, DatasetType};

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Parser};
 
 use crate::bids::{Query, is_label};
+use crate::model::baselines::Method;
+use crate::model::config::HcldConfig;
 use crate::model::device::{Backend, DeviceKind};
+use crate::model::sampler::DdimConfig;
 use crate::preprocess::intensity::IntensityScaling;
 
 /// Exit codes of the BIDS execution specification (and sysexits for the rest).
@@ -36,6 +39,8 @@ pub enum ExitStatus {
     CannotCreate = 73,
     /// 74: an I/O error.
     IoError = 74,
+    /// 130: stopped by Ctrl-C or SIGTERM; finished outputs are kept, a re-run resumes.
+    Interrupted = 130,
 }
 
 impl ExitStatus {
@@ -55,7 +60,10 @@ impl ExitStatus {
         Reads a BIDS dataset (never writes to it) and writes a BIDS derivatives dataset to OUTPUT_DIR. \
         Multi-word options accept both spellings (--participant-label and --participant_label).",
     after_help = "Exit codes: 0 ok, 1 some subjects failed, 16 input failed validation, 17 unknown analysis level, \
-        18 labels/filters selected nothing, 64 usage, 65 bad data, 66 missing input, 73 cannot create output, 74 I/O error."
+        18 labels/filters selected nothing, 64 usage, 65 bad data, 66 missing input, 73 cannot create output, 74 I/O error, \
+        130 interrupted (re-run to resume).\n\n\
+        Typical flow: `group` (preprocess and fit the models), `participant` (harmonise each subject; one job per \
+        subject may run at once), `group` again (the group report with every method's outputs)."
 )]
 pub struct Args {
     /// The root of the BIDS dataset (raw, or sMRIPrep/fMRIPrep derivatives). Read only.
@@ -166,6 +174,73 @@ pub struct Args {
     /// Device for the networks: cpu, cuda (GPU 0) or cuda:N. GPUs need --backend tch.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
+    /// Harmonisation methods (one or more): hcld (conditional latent diffusion to a target
+    /// site), nyul (histogram standardisation, landmarks fitted at group level), whitestripe,
+    /// zscore, none (the preprocessed image), or all.
+    /// Default: hcld, at the participant level only when a model exists (else preprocessing only).
+    #[arg(long, num_args = 1.., value_name = "METHOD")]
+    pub method: Vec<String>,
+    /// Column of participants.tsv (or sessions.tsv) holding the site label.
+    #[arg(
+        long = "site-column",
+        alias = "site_column",
+        default_value = "site",
+        value_name = "NAME"
+    )]
+    pub site_column: String,
+    /// Group level: refuse to train when a site has fewer subjects than this.
+    #[arg(
+        long = "min-site-subjects",
+        alias = "min_site_subjects",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub min_site_subjects: usize,
+    /// HCLD configuration for training: a preset (cpu, reference, tiny) or a JSON file.
+    #[arg(long, default_value = "cpu", value_name = "PRESET|FILE")]
+    pub config: String,
+    /// Group level: autoencoder training epochs (default: the configuration's).
+    #[arg(long = "epochs-ae", alias = "epochs_ae", value_name = "N")]
+    pub epochs_ae: Option<usize>,
+    /// Group level: latent-diffusion training epochs (default: the configuration's).
+    #[arg(long = "epochs-ldm", alias = "epochs_ldm", value_name = "N")]
+    pub epochs_ldm: Option<usize>,
+    /// Group level: checkpoint training every N optimiser steps.
+    #[arg(
+        long = "checkpoint-every",
+        alias = "checkpoint_every",
+        default_value_t = 50,
+        value_name = "N"
+    )]
+    pub checkpoint_every: usize,
+    /// An existing HCLD model folder (hcld-<sha>/) to use instead of training one, or to choose
+    /// between several under OUTPUT_DIR/models.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Harmonise to this site (a label from the site column; default: the site with the most
+    /// training images).
+    #[arg(
+        long = "target-site",
+        alias = "target_site",
+        value_name = "LABEL",
+        conflicts_with = "target_image"
+    )]
+    pub target_site: Option<String>,
+    /// Harmonise to the style of this T1w image (any NIfTI; preprocessed like the inputs).
+    #[arg(long = "target-image", alias = "target_image", value_name = "PATH")]
+    pub target_image: Option<PathBuf>,
+    /// DDIM inversion depth as a fraction of the schedule (default: the model's, 0.6).
+    #[arg(long, value_name = "F")]
+    pub strength: Option<f64>,
+    /// DDIM inversion steps (default: the model's, 30).
+    #[arg(long = "inversion-steps", alias = "inversion_steps", value_name = "N")]
+    pub inversion_steps: Option<usize>,
+    /// DDIM sampling steps (default: the model's, 10).
+    #[arg(long = "sampling-steps", alias = "sampling_steps", value_name = "N")]
+    pub sampling_steps: Option<usize>,
+    /// Nyúl landmarks file (default: OUTPUT_DIR/models/nyul.json, written by the group level).
+    #[arg(long = "nyul-landmarks", alias = "nyul_landmarks", value_name = "FILE")]
+    pub nyul_landmarks: Option<PathBuf>,
 }
 
 /// The analysis level.
@@ -226,6 +301,57 @@ pub struct Settings {
     pub backend: Option<Backend>,
     /// Device for the networks.
     pub device: DeviceKind,
+    /// Harmonisation methods, in report order, without duplicates.
+    pub methods: Vec<Method>,
+    /// Whether `--method` was given (otherwise HCLD runs only when a model exists).
+    pub methods_explicit: bool,
+    /// Site column of participants.tsv / sessions.tsv.
+    pub site_column: String,
+    /// Fewest subjects a site may have for training.
+    pub min_site_subjects: usize,
+    /// The training configuration (`--config`, with `--epochs-*` applied).
+    pub model_config: HcldConfig,
+    /// Checkpoint interval (optimiser steps).
+    pub checkpoint_every: usize,
+    /// `--model`.
+    pub model: Option<PathBuf>,
+    /// `--target-site` / `--target-image`.
+    pub target: Option<TargetSpec>,
+    /// DDIM overrides.
+    pub ddim: DdimOverrides,
+    /// `--nyul-landmarks`.
+    pub nyul_landmarks: Option<PathBuf>,
+}
+
+/// What to harmonise towards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    /// A site label.
+    Site(String),
+    /// A T1w image (absolute path).
+    Image(PathBuf),
+}
+
+/// `--strength`, `--inversion-steps`, `--sampling-steps`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DdimOverrides {
+    /// Inversion depth.
+    pub strength: Option<f64>,
+    /// Inversion steps.
+    pub inversion_steps: Option<usize>,
+    /// Sampling steps.
+    pub sampling_steps: Option<usize>,
+}
+
+impl DdimOverrides {
+    /// The model's DDIM defaults with these overrides.
+    pub fn apply(&self, base: &DdimConfig) -> DdimConfig {
+        DdimConfig {
+            strength: self.strength.unwrap_or(base.strength),
+            inversion_steps: self.inversion_steps.unwrap_or(base.inversion_steps),
+            sampling_steps: self.sampling_steps.unwrap_or(base.sampling_steps),
+        }
+    }
 }
 
 /// A command-line problem, with the exit status it maps to.
@@ -411,6 +537,123 @@ impl Settings {
         // Impossible combinations fail here, before any work; whether a GPU is really there is
         // only known when the model is loaded.
         Backend::check(backend, device).map_err(usage)?;
+        let mut methods: Vec<Method> = Vec::new();
+        let default_method = ["hcld".to_string()];
+        let requested: &[String] = if args.method.is_empty() {
+            &default_method
+        } else {
+            &args.method
+        };
+        for m in requested {
+            for part in m.split(',').filter(|p| !p.is_empty()) {
+                if part.eq_ignore_ascii_case("all") {
+                    for method in Method::ALL {
+                        if !methods.contains(&method) {
+                            methods.push(method);
+                        }
+                    }
+                    continue;
+                }
+                let method: Method = part
+                    .parse()
+                    .map_err(|e: String| cli_err(ExitStatus::Usage, format!("--method: {e}")))?;
+                if !methods.contains(&method) {
+                    methods.push(method);
+                }
+            }
+        }
+        methods.sort_by_key(|m| Method::ALL.iter().position(|x| x == m));
+        let mut model_config = HcldConfig::from_preset_or_file(&args.config).map_err(|e| {
+            cli_err(
+                if Path::new(&args.config).exists() || HcldConfig::preset(&args.config).is_some() {
+                    ExitStatus::Usage
+                } else {
+                    ExitStatus::NoInput
+                },
+                format!("--config {}: {e}", args.config),
+            )
+        })?;
+        for (flag, value) in [
+            ("--epochs-ae", args.epochs_ae),
+            ("--epochs-ldm", args.epochs_ldm),
+        ] {
+            if value == Some(0) {
+                return Err(cli_err(
+                    ExitStatus::Usage,
+                    format!("{flag} must be at least 1"),
+                ));
+            }
+        }
+        if let Some(e) = args.epochs_ae {
+            model_config.autoencoder_training.epochs = e;
+        }
+        if let Some(e) = args.epochs_ldm {
+            model_config.diffusion_training.epochs = e;
+        }
+        if args.checkpoint_every == 0 {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                "--checkpoint-every must be at least 1".into(),
+            ));
+        }
+        let model = match &args.model {
+            Some(p) if !p.is_dir() => {
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!(
+                        "{}: --model folder not found (expected an hcld-<sha>/ folder with config.json)",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(p) => Some(resolve(p)),
+            None => None,
+        };
+        let target = match (&args.target_site, &args.target_image) {
+            (Some(s), _) if s.trim().is_empty() => {
+                return Err(cli_err(ExitStatus::Usage, "--target-site is empty".into()));
+            }
+            (Some(s), _) => Some(TargetSpec::Site(s.clone())),
+            (None, Some(p)) if !p.is_file() => {
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!("{}: --target-image not found", p.display()),
+                ));
+            }
+            (None, Some(p)) => Some(TargetSpec::Image(resolve(p))),
+            (None, None) => None,
+        };
+        let ddim = DdimOverrides {
+            strength: args.strength,
+            inversion_steps: args.inversion_steps,
+            sampling_steps: args.sampling_steps,
+        };
+        let check_ddim = ddim.apply(&DdimConfig::default());
+        crate::model::sampler::DdimSampler::new(
+            crate::model::schedule::ScheduleConfig::default()
+                .build()
+                .map_err(|e| cli_err(ExitStatus::Usage, e.to_string()))?,
+            check_ddim,
+        )
+        .map_err(|e| {
+            cli_err(
+                ExitStatus::Usage,
+                format!("--strength/--inversion-steps/--sampling-steps: {e}"),
+            )
+        })?;
+        let nyul_landmarks = match &args.nyul_landmarks {
+            Some(p) if !p.is_file() => {
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!("{}: --nyul-landmarks file not found", p.display()),
+                ));
+            }
+            Some(p) => Some(resolve(p)),
+            None => None,
+        };
+        if args.site_column.trim().is_empty() {
+            return Err(cli_err(ExitStatus::Usage, "--site-column is empty".into()));
+        }
         Ok(Settings {
             bids_dir,
             output_dir,
@@ -435,6 +678,16 @@ impl Settings {
             output_resolution: args.output_resolution,
             backend,
             device,
+            methods,
+            methods_explicit: !args.method.is_empty(),
+            site_column: args.site_column.clone(),
+            min_site_subjects: args.min_site_subjects.max(1),
+            model_config,
+            checkpoint_every: args.checkpoint_every,
+            model,
+            target,
+            ddim,
+            nyul_landmarks,
         })
     }
 }

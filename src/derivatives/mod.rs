@@ -28,13 +28,18 @@ const TMP_PREFIX: &str = ".hcldtmp-";
 /// What goes into `.bidsignore`: things a person needs that BIDS has no name for (reports, their
 /// figure folders, ITK transforms, which BIDS 1.11 does not cover). `figures` has no trailing slash
 /// because bids-validator 3 otherwise still reports the folder itself.
-const BIDSIGNORE: &str = "*.html\nfigures\n*_xfm.*\n";
+const BIDSIGNORE: &str = "*.html\nfigures\n*_xfm.*\nmodels\n";
 
 /// The dataset README: what the outputs are, for whoever opens OUTPUT_DIR.
 const README: &str = "# hcld derivatives\n\n\
 Written by hcld, a BIDS-App that harmonises T1-weighted MRI across scanners and sites.\n\n\
 - `sub-<label>[/ses-<label>]/anat/*_desc-preproc_T1w.nii.gz`: the T1w reoriented to RAS+ and\n  \
-intensity-scaled (float32), with a JSON sidecar giving its sources, parameters and provenance.\n\
+intensity-scaled (float32); `*_space-MNI152NLin2009aSym_res-<r>_desc-preproc_T1w.nii.gz`: the same,\n  \
+registered to the template, skull-stripped, on the model grid; brain masks and ITK transforms beside them.\n\
+- `*_desc-harmonized_T1w.nii.gz` (HCLD) and `*_desc-{nyul,whitestripe,zscore}_T1w.nii.gz` (baselines):\n  \
+harmonised images, in template space (`space-…_res-<r>`) and back on the native grid.\n\
+- `sub-<label>.html` and `group.html`: QC reports; `sub-<label>/figures/`: their figures.\n\
+- `models/`: the trained HCLD model (`hcld-<sha>/`), Nyúl landmarks (`nyul.json`) and cached targets.\n\
 - `logs/`: one log per run.\n\n\
 Each sidecar's `hcld` field records the hcld version, the input's SHA-256 and every parameter.\n";
 
@@ -351,6 +356,30 @@ impl DerivativesDataset {
     /// (or thread) holds it. Locks live in `OUTPUT_DIR/.hcld/locks/`.
     pub fn lock(&self, name: &DerivativeName) -> Result<OutputLock, DerivativesError> {
         self.lock_key(&name.source_key())
+    }
+
+    /// Takes a lock on a dataset-level resource (a model's cached target, the group report),
+    /// waiting while another process holds it. `key` must be a plain file name.
+    pub fn lock_named(&self, key: &str) -> Result<OutputLock, DerivativesError> {
+        self.lock_key(&format!("_{key}"))
+    }
+
+    /// `OUTPUT_DIR/models`: model artefacts, Nyúl landmarks and cached targets (in `.bidsignore`).
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
+    /// A report at the root of OUTPUT_DIR (`sub-<L>.html`, `group.html`), written atomically.
+    pub fn write_report(&self, file_name: &str, html: &str) -> Result<PathBuf, DerivativesError> {
+        if file_name.contains('/') || !file_name.ends_with(".html") {
+            return Err(DerivativesError::Naming {
+                name: file_name.to_string(),
+                reason: "a report is an .html file at the root of OUTPUT_DIR".into(),
+            });
+        }
+        let path = self.root.join(file_name);
+        self.write_text_if_changed(&path, html)?;
+        Ok(path)
     }
 
     /// Takes the lock named `key` (a file in `OUTPUT_DIR/.hcld/locks/`), waiting for it.

@@ -135,6 +135,14 @@ pub fn save_artefact(
     Ok((dir, sha))
 }
 
+/// The SHA-256 of an artefact (over its three files), without loading the networks.
+pub fn load_digest(dir: &Path) -> Result<String, ArtefactError> {
+    let config = read(&dir.join(CONFIG_FILE))?;
+    let ae = read(&dir.join(AUTOENCODER_FILE))?;
+    let un = read(&dir.join(UNET_FILE))?;
+    Ok(digest(&config, &ae, &un))
+}
+
 /// Reads `dir/config.json` only (no weights): what a model is, cheaply.
 pub fn read_manifest(dir: &Path) -> Result<ArtefactManifest, ArtefactError> {
     let path = dir.join(CONFIG_FILE);

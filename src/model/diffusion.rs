@@ -55,9 +55,29 @@ pub fn translate(
     source: Tensor<5>,
     target: Tensor<5>,
 ) -> Tensor<5> {
-    let fused = adain(source, target.clone(), 1e-6);
-    let inverted = run_path(unet, &sampler.inversion(), fused, &target);
-    run_path(unet, &sampler.sampling(), inverted, &target)
+    translate_until(unet, sampler, source, target, &|| false)
+        .expect("a translation that is never stopped completes")
+}
+
+/// [`translate`], checking `stop` before every UNet call (a call takes about a second at the
+/// CPU grid): `None` when it was raised, so a signal never waits for a whole translation.
+pub fn translate_until(
+    unet: &DiffusionUnet,
+    sampler: &DdimSampler,
+    source: Tensor<5>,
+    target: Tensor<5>,
+    stop: &dyn Fn() -> bool,
+) -> Option<Tensor<5>> {
+    let mut x = adain(source, target.clone(), 1e-6);
+    for path in [sampler.inversion(), sampler.sampling()] {
+        for m in &path {
+            if stop() {
+                return None;
+            }
+            x = run_path(unet, std::slice::from_ref(m), x, &target);
+        }
+    }
+    Some(x)
 }
 
 #[cfg(test)]

@@ -10,16 +10,20 @@
 //!   (the DDIM loop on tensors and HCLD's latent translation);
 //! - [`config`] (every number, presets), [`device`] (backend and device chosen at run time),
 //!   [`training`] (both stages, checkpoints, curves), [`artefact`] (the saved model and its
-//!   SHA-256) and [`storage`] (atomic writes and digests for those files).
+//!   SHA-256) and [`storage`] (atomic writes and digests for those files);
+//! - inference: [`harmonize`] (encode, translate, decode; site representatives and cached
+//!   target latents) and the classical [`baselines`] behind the same `--method` choice.
 
 pub mod artefact;
 pub mod attention;
 pub mod autoencoder;
+pub mod baselines;
 pub mod blocks;
 pub mod config;
 pub mod device;
 pub mod diffusion;
 pub mod discriminator;
+pub mod harmonize;
 pub mod latent_ops;
 pub mod losses;
 pub mod sampler;

@@ -1057,6 +1057,9 @@ pub struct FittedModel {
     pub sha256: String,
     /// Its manifest (configuration, latent scale, training summary).
     pub manifest: super::artefact::ArtefactManifest,
+    /// The scaled posterior-mean latent of every training image, in set order (stage 2 trained on
+    /// them; callers choose site representatives from them without encoding again).
+    pub latents: Vec<Vec<f32>>,
 }
 
 /// Both stages and the artefact: trains the autoencoder, encodes every image once (posterior
@@ -1106,6 +1109,7 @@ pub fn fit(
         dir,
         sha256,
         manifest,
+        latents: scaled,
     })
 }
 

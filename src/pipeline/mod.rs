@@ -3,8 +3,11 @@
 //! and return one outcome per job as a value. Printing the summary and choosing the exit code is
 //! the caller's business ([`RunSummary::exit_status`] gives the code the BIDS execution spec wants).
 
+mod group;
+mod harmonize;
 mod jobs;
 mod participant;
+mod reports;
 mod reuse;
 
 pub use jobs::{Job, select_jobs};
@@ -12,6 +15,7 @@ pub use participant::{JobError, preproc_name};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -42,6 +46,19 @@ pub enum PipelineError {
     /// The thread pool could not start.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// A run-wide step (model, target, landmarks, training, report) failed.
+    #[error("{message}")]
+    Setup {
+        /// The exit status it maps to.
+        status: ExitStatus,
+        /// One line naming the file and the fix.
+        message: String,
+    },
+    /// Ctrl-C or SIGTERM.
+    #[error(
+        "interrupted; finished outputs and training checkpoints are kept, run the same command again to resume"
+    )]
+    Interrupted,
 }
 
 impl PipelineError {
@@ -56,6 +73,8 @@ impl PipelineError {
             PipelineError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
             PipelineError::Output(_) => ExitStatus::CannotCreate,
             PipelineError::Threads(_) => ExitStatus::IoError,
+            PipelineError::Setup { status, .. } => *status,
+            PipelineError::Interrupted => ExitStatus::Interrupted,
         }
     }
 }
@@ -165,13 +184,95 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
         tracing::warn!("{w}");
     }
     let jobs = select_jobs(&layout, settings)?;
-    match settings.level {
-        AnalysisLevel::Participant => run_jobs(settings, &jobs, "preprocess", |job| {
-            participant::preprocess(job, &layout, settings, out)
-        }),
-        AnalysisLevel::Group => run_jobs(settings, &jobs, "check", |job| {
-            participant::check_current(job, &layout, settings, out)
-        }),
+    let stop = stop_flag();
+    let result = match settings.level {
+        AnalysisLevel::Participant => {
+            // Load what every job shares first: a missing model or target fails the run at once.
+            let setup = harmonize::prepare(settings, out, &stop)?;
+            let summary = run_jobs(settings, &jobs, "participant", &stop, |job| {
+                let pre = participant::preprocess(job, &layout, settings, out)?;
+                let (paths, written) = harmonize::apply(job, settings, out, &setup, &stop)?;
+                Ok(match pre {
+                    Outcome::Written(mut p) => {
+                        p.extend(paths);
+                        Outcome::Written(p)
+                    }
+                    Outcome::UpToDate(mut p) => {
+                        p.extend(paths);
+                        if written {
+                            Outcome::Written(p)
+                        } else {
+                            Outcome::UpToDate(p)
+                        }
+                    }
+                    other => other,
+                })
+            })?;
+            write_subject_reports(&summary, settings, out);
+            Ok(summary)
+        }
+        AnalysisLevel::Group => {
+            let summary = run_jobs(settings, &jobs, "preprocess", &stop, |job| {
+                participant::preprocess(job, &layout, settings, out)
+            })?;
+            if stop.load(Ordering::SeqCst) {
+                return Err(PipelineError::Interrupted);
+            }
+            group::fit_and_report(summary, &layout, settings, out, &stop)
+        }
+    };
+    if stop.load(Ordering::SeqCst) {
+        return Err(PipelineError::Interrupted);
+    }
+    result
+}
+
+/// The process-wide stop flag, raised by Ctrl-C or SIGTERM once [`install_signal_handlers`] ran.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+/// SIGINT and SIGTERM raise [`stop_flag`]: running steps finish or stop at their next check
+/// (between jobs, between DDIM steps, at training checkpoints), nothing half-written is left,
+/// and the run exits with 130. A second signal exits at once (the temporaries a kill leaves are
+/// hidden and removed by the next run).
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    let flag = stop_flag();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            ExitStatus::Interrupted.code() as i32,
+            flag.clone(),
+        )?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}
+
+/// `sub-<L>.html` for every subject with at least one image that did not fail.
+fn write_subject_reports(summary: &RunSummary, settings: &Settings, out: &DerivativesDataset) {
+    let mut by_subject: std::collections::BTreeMap<&str, Vec<&Job>> =
+        std::collections::BTreeMap::new();
+    for r in &summary.reports {
+        if matches!(r.outcome, Outcome::Written(_) | Outcome::UpToDate(_)) {
+            by_subject.entry(r.job.subject()).or_default().push(&r.job);
+        }
+    }
+    for (subject, jobs) in by_subject {
+        // Reports are for people; a failure to write one is logged, not fatal.
+        let all: Vec<&Job> = summary
+            .reports
+            .iter()
+            .map(|r| &r.job)
+            .filter(|j| j.subject() == subject)
+            .collect();
+        let _ = jobs;
+        match reports::subject(subject, &all, settings, out) {
+            Ok(p) => tracing::info!("sub-{subject}: report {}", p.display()),
+            Err(e) => tracing::warn!("sub-{subject}: no report: {e}"),
+        }
     }
 }
 
@@ -256,6 +357,7 @@ fn run_jobs<F>(
     settings: &Settings,
     jobs: &[Job],
     what: &str,
+    interrupt: &AtomicBool,
     work: F,
 ) -> Result<RunSummary, PipelineError>
 where
@@ -277,7 +379,7 @@ where
     let outcomes: Vec<Outcome> = pool.install(|| {
         jobs.par_iter()
             .map(|job| {
-                if stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) || interrupt.load(Ordering::SeqCst) {
                     return Outcome::NotRun;
                 }
                 // A bug must cost one subject, not the run: a panic becomes that job's failure.

@@ -19,7 +19,7 @@ use crate::preprocess::morphology::dilate;
 use crate::preprocess::register::RegistrationConfig;
 use crate::preprocess::t1w::{PreprocessError, PreprocessedT1w, T1wOptions, preprocess_t1w};
 use crate::preprocess::template::{SPACE, TemplateImage};
-use crate::report::{Outline, orthogonal_slices};
+use crate::report::{Outline, mask_centre, orthogonal_slices};
 use crate::volume::{
     OutputDtype, Volume, VolumeError, XformCode, axcodes, read_nifti, to_closest_canonical,
 };
@@ -63,6 +63,12 @@ pub enum JobError {
         /// The input that keeps the outputs.
         other: String,
     },
+    /// A harmonisation method could not be applied to this image.
+    #[error("{0}: {1}")]
+    Harmonize(PathBuf, String),
+    /// Ctrl-C or SIGTERM: the job stopped before writing anything more.
+    #[error("{0}: interrupted; finished outputs are kept, run again to resume")]
+    Interrupted(PathBuf),
     /// A bug in hcld (a panic), contained to this job.
     #[error("{0}: internal error in hcld ({1}); please report it with the log file")]
     Internal(PathBuf, String),
@@ -95,6 +101,8 @@ impl JobError {
             JobError::Output(_) => ExitStatus::IoError,
             JobError::DuplicateOutput { .. } => ExitStatus::DataError,
             JobError::MissingOutput(_) | JobError::Internal(..) => ExitStatus::SomeFailed,
+            JobError::Harmonize(..) => ExitStatus::DataError,
+            JobError::Interrupted(_) => ExitStatus::Interrupted,
         }
     }
 }
@@ -105,20 +113,20 @@ pub fn preproc_name(job: &Job) -> DerivativeName {
     DerivativeName::from_source(&job.source, "T1w", ".nii.gz").with(Entity::Description, "preproc")
 }
 
-/// Every output of one job.
-struct OutputNames {
-    native_t1w: DerivativeName,
-    native_mask: DerivativeName,
-    template_t1w: DerivativeName,
-    template_mask: DerivativeName,
-    t1w_to_template: DerivativeName,
-    template_to_t1w: DerivativeName,
-    registration_figure: String,
-    mask_figure: String,
+/// Every output of one job's preprocessing.
+pub(super) struct OutputNames {
+    pub(super) native_t1w: DerivativeName,
+    pub(super) native_mask: DerivativeName,
+    pub(super) template_t1w: DerivativeName,
+    pub(super) template_mask: DerivativeName,
+    pub(super) t1w_to_template: DerivativeName,
+    pub(super) template_to_t1w: DerivativeName,
+    pub(super) registration_figure: String,
+    pub(super) mask_figure: String,
 }
 
 impl OutputNames {
-    fn new(job: &Job, resolution: u8) -> OutputNames {
+    pub(super) fn new(job: &Job, resolution: u8) -> OutputNames {
         let res = resolution.to_string();
         let mask = DerivativeName::from_source(&job.source, "mask", ".nii.gz")
             .with(Entity::Description, "brain");
@@ -166,7 +174,10 @@ impl OutputNames {
 }
 
 /// The preprocessing options a job runs with (flags, then the sidecar's `SkullStripped`).
-fn options(settings: &Settings, metadata: &serde_json::Map<String, Value>) -> T1wOptions {
+pub(super) fn options(
+    settings: &Settings,
+    metadata: &serde_json::Map<String, Value>,
+) -> T1wOptions {
     let skull_stripped = if settings.skull_stripped {
         Some("--skull-stripped".to_string())
     } else if metadata.get("SkullStripped").and_then(Value::as_bool) == Some(true) {
@@ -528,35 +539,4 @@ fn write_figures(
         &mask_figure,
     )?;
     Ok(())
-}
-
-/// Voxel index of a mask's centre of mass.
-fn mask_centre(inside: &[bool], dims: [usize; 3]) -> Option<[usize; 3]> {
-    let (mut n, mut s) = (0usize, [0usize; 3]);
-    for (i, &b) in inside.iter().enumerate() {
-        if b {
-            n += 1;
-            s[0] += i % dims[0];
-            s[1] += (i / dims[0]) % dims[1];
-            s[2] += i / (dims[0] * dims[1]);
-        }
-    }
-    (n > 0).then(|| s.map(|v| v / n))
-}
-
-/// Group level (until model fitting lands): checks that each job's participant output exists and
-/// is current for this input and these parameters.
-pub fn check_current(
-    job: &Job,
-    layout: &Layout,
-    settings: &Settings,
-    out: &DerivativesDataset,
-) -> Result<Outcome, JobError> {
-    let name = preproc_name(job);
-    let path = out.path(&name)?;
-    if freshness(job, &name, layout, settings, out)?.current {
-        Ok(Outcome::UpToDate(vec![path]))
-    } else {
-        Err(JobError::MissingOutput(path))
-    }
 }

@@ -108,18 +108,24 @@ pub const MODEL_EXTENT_MM: [f64; 3] = [192.0, 224.0, 192.0];
 /// The model grid at `res_mm` (1 or 2): [`MODEL_EXTENT_MM`] centred on the template brain mask's
 /// bounding box, on the template's voxel lattice (so res-1 is a crop of the template grid).
 pub fn model_grid(res_mm: f64) -> Grid {
+    let dims = MODEL_EXTENT_MM.map(|e| (e / res_mm).round() as usize);
+    brain_centred_grid(dims, res_mm)
+}
+
+/// A grid of `dims` voxels of `res_mm` centred on the template brain (as [`model_grid`], for any
+/// shape: a network configuration's grid).
+pub fn brain_centred_grid(dims: [usize; 3], res_mm: f64) -> Grid {
     // The bounding box of the embedded brain mask, measured once with nibabel (voxels x 26..170,
     // y 27..207, z 0..154 of the 1 mm template: 145 × 181 × 155 mm, centre at world (0, -17, 5)),
     // written as world mm so no image has to be decoded to build a grid; a test checks it.
     let brain_centre = [0.0, -17.0, 5.0];
     let mut affine = Matrix4::identity();
-    let mut dims = [0usize; 3];
     for ax in 0..3 {
-        dims[ax] = (MODEL_EXTENT_MM[ax] / res_mm).round() as usize;
         affine[(ax, ax)] = res_mm;
         // First voxel centre: half the extent below the centre, plus half a voxel, rounded to the
         // template lattice (integer mm).
-        let first = brain_centre[ax] - MODEL_EXTENT_MM[ax] / 2.0 + res_mm / 2.0;
+        let extent = dims[ax] as f64 * res_mm;
+        let first = brain_centre[ax] - extent / 2.0 + res_mm / 2.0;
         affine[(ax, 3)] = first.round();
     }
     Grid { dims, affine }

@@ -1,5 +1,6 @@
 mod bias;
 mod cli;
+mod harmonization;
 mod layout;
 mod model;
 mod nifti;

@@ -43,6 +43,9 @@ fn expected_outputs() -> Vec<String> {
             all.push(format!("{subject}/figures/{key}_{figure}"));
         }
     }
+    for subject in ["sub-01", "sub-02", "sub-03"] {
+        all.push(format!("{subject}.html"));
+    }
     all.sort();
     all
 }
@@ -254,13 +257,29 @@ fn example_dataset_end_to_end() {
         stderr.contains("wrote sub-02_desc-preproc_T1w.nii.gz"),
         "{stderr}"
     );
-    // The group level finds sub-02 and sub-03 current, sub-01 stale for the default parameters.
-    let (code, stderr) = run(args![bids, out, "group"]);
-    assert_eq!(code, 1, "{stderr}");
+    // The group level keeps sub-02 and sub-03, redoes sub-01 (stale for the default parameters),
+    // then fits (a tiny model here).
+    let (code, stderr) = run(args![
+        bids,
+        out,
+        "group",
+        "--config",
+        "tiny",
+        "--epochs-ae",
+        "1",
+        "--epochs-ldm",
+        "1"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("sub-01_desc-preproc_T1w.nii.gz: no current preprocessed output"),
+        stderr.contains("sub-01/anat/sub-01_T1w.nii.gz: wrote sub-01_desc-preproc_T1w.nii.gz"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("sub-02/anat/sub-02_T1w.nii.gz: up to date"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("trained HCLD model"), "{stderr}");
     assert_eq!(tree_state(&bids), before, "BIDS_DIR was modified");
 }
 
@@ -406,7 +425,7 @@ fn one_bad_subject_does_not_stop_the_others() {
             "{line}"
         );
         let written = derivative_files(&out);
-        assert_eq!(written.len(), 36, "{written:?}");
+        assert_eq!(written.len(), 38, "{written:?}");
         assert!(written.iter().all(|f| !f.starts_with("sub-02")));
         no_temporaries(&out);
         assert_eq!(tree_state(&bids), before);
@@ -422,7 +441,7 @@ fn one_bad_subject_does_not_stop_the_others() {
             "--skip-bids-validation"
         ]);
         assert_eq!(code, 65, "{stderr}");
-        assert!(derivative_files(&out2).len() < 36);
+        assert!(derivative_files(&out2).len() < 38);
         assert_valid_bids(&out2);
     }
 }

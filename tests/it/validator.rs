@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::util::{example, run};
 use crate::args;
 
-fn validator() -> Option<PathBuf> {
+pub(super) fn validator() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HCLD_BIDS_VALIDATOR") {
         return Some(PathBuf::from(p));
     }
@@ -22,7 +22,7 @@ fn validator() -> Option<PathBuf> {
 }
 
 /// Runs the validator (recursively, as `bids-validator-deno -r`) and returns its issues.
-fn validate(validator: &Path, dataset: &Path, expect_derivative: bool) -> Vec<Value> {
+pub(super) fn validate(validator: &Path, dataset: &Path, expect_derivative: bool) -> Vec<Value> {
     let out = Command::new(validator)
         .args(["--format", "json", "-r"])
         .arg(dataset)
@@ -60,7 +60,7 @@ fn validate(validator: &Path, dataset: &Path, expect_derivative: bool) -> Vec<Va
     issues
 }
 
-fn errors(issues: &[Value]) -> Vec<String> {
+pub(super) fn errors(issues: &[Value]) -> Vec<String> {
     issues
         .iter()
         .filter(|i| i["severity"] == "error")
