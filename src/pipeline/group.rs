@@ -359,7 +359,9 @@ fn train(
         device.describe(),
         checkpoints.display()
     );
-    let fitted = match fit(config, &set, &device, &options, &out.models_dir()) {
+    // Training runs on --nprocs threads (flex uses the current rayon pool).
+    let pool = super::harmonize::network_pool(settings)?;
+    let fitted = match pool.install(|| fit(config, &set, &device, &options, &out.models_dir())) {
         Ok(f) => f,
         Err(FitError::Training(TrainingError::Interrupted { stage, step })) => {
             tracing::warn!(
@@ -441,6 +443,7 @@ fn cache_site_targets(
         Some(l) => l,
         None => {
             let harmonizer = load_harmonizer(settings, model_dir)?;
+            let pool = super::harmonize::network_pool(settings)?;
             let mut l = Vec::with_capacity(items.len());
             for i in items {
                 if stop.load(Ordering::SeqCst) {
@@ -449,7 +452,7 @@ fn cache_site_targets(
                 let v = read(&i.template)?;
                 let grid = to_model_grid(&v, &config.grid)
                     .map_err(|m| group_err(ExitStatus::DataError, m))?;
-                l.push(harmonizer.encode(&grid));
+                l.push(pool.install(|| harmonizer.encode(&grid)));
             }
             l
         }

@@ -54,6 +54,20 @@ pub struct HcldSetup {
     pub ddim: Value,
     /// Backend and device description.
     pub backend: String,
+    /// The threads the networks run on: all of `--nprocs`. Harmonisations take turns (the
+    /// mutex), so one job's network gets every thread even when the job pool has one worker
+    /// (one participant per process, as cluster arrays run it).
+    pub pool: rayon::ThreadPool,
+}
+
+/// A thread pool of `--nprocs` threads for network computations (flex runs on the current rayon
+/// pool).
+pub fn network_pool(settings: &Settings) -> Result<rayon::ThreadPool, PipelineError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.nprocs)
+        .thread_name(|i| format!("hcld-network-{i}"))
+        .build()
+        .map_err(|e| PipelineError::Threads(e.to_string()))
 }
 
 /// Nyúl landmarks read from their file.
@@ -239,7 +253,8 @@ pub fn prepare(
     let hcld = if methods.contains(&Method::Hcld) {
         let dir = find_model(settings, out)?;
         let harmonizer = load_harmonizer(settings, &dir)?;
-        let (target, latent) = resolve_target(settings, out, &harmonizer, stop)?;
+        let pool = network_pool(settings)?;
+        let (target, latent) = pool.install(|| resolve_target(settings, out, &harmonizer, stop))?;
         let model = harmonizer.model();
         tracing::info!(
             "HCLD model {} ({}, config {}), target {} {} (representative {}), strength {}, {}+{} DDIM steps, {}",
@@ -266,6 +281,7 @@ pub fn prepare(
                 "TargetTimestep": harmonizer.target_timestep(),
             }),
             backend: harmonizer.device().describe(),
+            pool,
             harmonizer: Mutex::new(harmonizer),
             target,
             target_latent: latent,
@@ -712,9 +728,11 @@ fn compute(
             let grid_image = to_model_grid(&inp.template, &h.grid).map_err(fail)?;
             let values = {
                 let harmonizer = h.harmonizer.lock().unwrap_or_else(|p| p.into_inner());
-                harmonizer
-                    .harmonize(&grid_image, &h.target_latent, &|| {
-                        stop.load(Ordering::SeqCst)
+                h.pool
+                    .install(|| {
+                        harmonizer.harmonize(&grid_image, &h.target_latent, &|| {
+                            stop.load(Ordering::SeqCst)
+                        })
                     })
                     .map_err(|_| JobError::Interrupted(job.path.clone()))?
             };
