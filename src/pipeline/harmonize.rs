@@ -728,13 +728,27 @@ fn compute(
             let grid_image = to_model_grid(&inp.template, &h.grid).map_err(fail)?;
             let values = {
                 let harmonizer = h.harmonizer.lock().unwrap_or_else(|p| p.into_inner());
-                h.pool
-                    .install(|| {
-                        harmonizer.harmonize(&grid_image, &h.target_latent, &|| {
-                            stop.load(Ordering::SeqCst)
+                // From a plain thread, not from this job-pool worker: a rayon worker that enters
+                // another pool steals jobs of its own pool while it waits, and a stolen job would
+                // block on the mutex this thread holds (a deadlock seen with 4 images, 2 workers).
+                let joined = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            h.pool.install(|| {
+                                harmonizer.harmonize(&grid_image, &h.target_latent, &|| {
+                                    stop.load(Ordering::SeqCst)
+                                })
+                            })
                         })
-                    })
-                    .map_err(|_| JobError::Interrupted(job.path.clone()))?
+                        .join()
+                });
+                // A panic in the network thread stays a panic (run_jobs turns it into this job's
+                // failure).
+                let harmonised = match joined {
+                    Ok(r) => r,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+                harmonised.map_err(|_| JobError::Interrupted(job.path.clone()))?
             };
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(fail("the model produced NaN or infinite values; the model may be broken (retrain) or the input unusual".into()));
