@@ -311,6 +311,8 @@ fn train(
 ) -> Result<(PathBuf, Option<Latents>), PipelineError> {
     let config = &settings.model_config;
     let key = training_key(config, items);
+    // Two group runs into one OUTPUT_DIR train once: the second waits, then finds the model.
+    let _training_lock = out.lock_named(&format!("train-{}", &key[..16]))?;
     // A model trained on exactly this set with this configuration is current.
     if !settings.force
         && let Ok(rd) = std::fs::read_dir(out.models_dir())
@@ -333,10 +335,21 @@ fn train(
     }
     let device = ComputeDevice::select(settings.backend, settings.device)
         .map_err(|e| group_err(ExitStatus::Usage, e.to_string()))?;
+    // Checkpoints belong to one OUTPUT_DIR and one backend (flex and LibTorch round differently,
+    // so a stage-1 checkpoint of one would give stage 2 other latents on the other), whatever
+    // work directory runs share (the default is $TMPDIR/hcld-work).
+    let checkpoint_key = {
+        let mut h = Sha256::new();
+        h.update(key.as_bytes());
+        h.update(device.backend.name().as_bytes());
+        let root = std::fs::canonicalize(out.root()).unwrap_or_else(|_| out.root().to_path_buf());
+        h.update(root.to_string_lossy().as_bytes());
+        format!("{:x}", h.finalize())
+    };
     let checkpoints = settings
         .work_dir
         .join("train")
-        .join(format!("hcld-{}", &key[..16]));
+        .join(format!("hcld-{}", &checkpoint_key[..16]));
     let mut options = TrainOptions::new(&checkpoints);
     options.checkpoint_every = settings.checkpoint_every;
     options.stop = Some(stop.clone());
