@@ -914,7 +914,8 @@ fn write_figures(
         if q.is_empty() {
             (0.0, 1.0)
         } else {
-            let (a, b) = (q[0] as f64, q[100] as f64);
+            // 1st–99th percentile of everything shown: z-scores of a few bright voxels would squash the plot.
+            let (a, b) = (q[1] as f64, q[99] as f64);
             let m = (b - a).max(1e-6) * 0.05;
             (a - m, b + m)
         }
