@@ -24,7 +24,7 @@ use crate::volume::read_nifti;
 use super::harmonize::{
     brain_quantiles, find_model, load_harmonizer, site_target_stem, to_model_grid,
 };
-use super::participant::{JobError, OutputNames};
+use super::participant::{JobError, OutputNames, recorded_fingerprint};
 use super::{Job, Outcome, PipelineError, RunSummary};
 
 /// One preprocessed image the group level works with.
@@ -65,14 +65,7 @@ pub fn collect_items(
             let metadata = layout.metadata(&job.source)?;
             let site = site_of(layout, &job.source, &metadata, &settings.site_column)
                 .map_err(|e| JobError::Harmonize(job.path.clone(), e.to_string()))?;
-            let fingerprint = out
-                .read_sidecar(&names.native_t1w)
-                .and_then(|s| {
-                    s.get("hcld")?
-                        .get("Fingerprint")?
-                        .as_str()
-                        .map(str::to_string)
-                })
+            let fingerprint = recorded_fingerprint(out, &names.native_t1w)
                 .ok_or_else(|| JobError::MissingOutput(job.path.clone()))?;
             Ok(GroupItem {
                 job: job.clone(),

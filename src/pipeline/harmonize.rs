@@ -29,7 +29,7 @@ use crate::report::comparison_figure;
 use crate::report::plots::{Panel, Series, density, line_panels};
 use crate::volume::{OutputDtype, Volume, XformCode, read_nifti};
 
-use super::participant::{JobError, OutputNames};
+use super::participant::{JobError, OutputNames, recorded_fingerprint};
 use super::{Job, PipelineError};
 
 /// The loaded HCLD model with the target it harmonises to.
@@ -611,20 +611,12 @@ pub fn apply(
     }
     let names = OutputNames::new(job, settings.output_resolution);
     let _lock = out.lock(&names.native_t1w)?;
-    let preproc_fp = out
-        .read_sidecar(&names.native_t1w)
-        .and_then(|s| {
-            s.get("hcld")?
-                .get("Fingerprint")?
-                .as_str()
-                .map(str::to_string)
-        })
-        .ok_or_else(|| {
-            JobError::Harmonize(
-                job.path.clone(),
-                "its preprocessed output has no fingerprint; run again with --force".into(),
-            )
-        })?;
+    let preproc_fp = recorded_fingerprint(out, &names.native_t1w).ok_or_else(|| {
+        JobError::Harmonize(
+            job.path.clone(),
+            "its preprocessed output has no fingerprint; run again with --force".into(),
+        )
+    })?;
     let mut inputs: Option<Inputs> = None;
     let mut paths = Vec::new();
     let mut written = false;
@@ -663,12 +655,7 @@ pub fn apply(
             out.figure_path(job.subject(), &mn.figure)?,
             out.figure_path(job.subject(), &mn.histogram)?,
         ];
-        let recorded = out.read_sidecar(&mn.native).and_then(|s| {
-            s.get("hcld")?
-                .get("Fingerprint")?
-                .as_str()
-                .map(str::to_string)
-        });
+        let recorded = recorded_fingerprint(out, &mn.native);
         if !settings.force
             && recorded.as_deref() == Some(fingerprint.as_str())
             && files.iter().all(|p| p.is_file())

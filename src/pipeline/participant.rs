@@ -243,6 +243,19 @@ fn fingerprint(
     ))
 }
 
+/// The `hcld.Fingerprint` recorded in an output's sidecar (written last, so it implies a complete
+/// image), if any.
+pub(super) fn recorded_fingerprint(
+    out: &DerivativesDataset,
+    name: &DerivativeName,
+) -> Option<String> {
+    out.read_sidecar(name)?
+        .get("hcld")?
+        .get("Fingerprint")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// What decides a job's output, and whether the output on disk already matches it.
 struct Freshness {
     metadata: serde_json::Map<String, Value>,
@@ -262,13 +275,7 @@ fn freshness(
 ) -> Result<Freshness, JobError> {
     let metadata = layout.metadata(&job.source)?;
     let (fingerprint, input_info) = fingerprint(job, settings, &metadata)?;
-    let recorded = out.read_sidecar(name).and_then(|sidecar| {
-        sidecar
-            .get("hcld")?
-            .get("Fingerprint")?
-            .as_str()
-            .map(str::to_string)
-    });
+    let recorded = recorded_fingerprint(out, name);
     let image_exists = out.path(name).is_ok_and(|p| p.is_file());
     let current = image_exists && recorded.as_deref() == Some(fingerprint.as_str());
     Ok(Freshness {
