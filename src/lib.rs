@@ -11,6 +11,7 @@
 //! - [`model`] holds the harmonisation model's pieces (schedule, sampler, burn modules).
 //! - [`report`] renders QC figures.
 //! - [`derivatives`] is the only writer into OUTPUT_DIR (names, sidecars, atomic writes).
+//! - [`simulate`] renders real brains as a multi-site dataset with a traveling-subject ground truth.
 //! - [`pipeline`] runs the participant and group levels and returns per-subject outcomes.
 #![deny(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;
+pub mod simulate;
 pub mod volume;
 
 /// The hcld version, as written into every sidecar and `dataset_description.json`.

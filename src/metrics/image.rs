@@ -129,15 +129,29 @@ fn reflect(mut i: isize, n: isize) -> usize {
 /// SciPy's `gaussian_filter(data, sigma, mode="reflect", truncate=truncate)` on an x-fastest
 /// 3D array.
 pub fn gaussian_filter(data: &[f64], dims: [usize; 3], sigma: f64, truncate: f64) -> Vec<f64> {
-    let radius = (truncate * sigma + 0.5) as usize;
-    let mut kernel: Vec<f64> = (-(radius as isize)..=radius as isize)
-        .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
-        .collect();
-    let s: f64 = kernel.iter().sum();
-    kernel.iter_mut().for_each(|k| *k /= s);
+    gaussian_filter_axes(data, dims, [sigma; 3], truncate)
+}
+
+/// [`gaussian_filter`] with its own σ (voxels) per axis; an axis with σ ≤ 0 is left alone.
+pub fn gaussian_filter_axes(
+    data: &[f64],
+    dims: [usize; 3],
+    sigmas: [f64; 3],
+    truncate: f64,
+) -> Vec<f64> {
     let mut current = data.to_vec();
     let [nx, ny, nz] = dims;
     for axis in 0..3 {
+        let sigma = sigmas[axis];
+        if sigma <= 0.0 {
+            continue;
+        }
+        let radius = (truncate * sigma + 0.5) as usize;
+        let mut kernel: Vec<f64> = (-(radius as isize)..=radius as isize)
+            .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
+            .collect();
+        let s: f64 = kernel.iter().sum();
+        kernel.iter_mut().for_each(|k| *k /= s);
         let (n, stride) = match axis {
             0 => (nx, 1),
             1 => (ny, nx),

@@ -21,8 +21,8 @@ pub use classify::{RegressionScore, lda_loso_accuracy, regression_score, ridge_l
 pub use distance::{mean_pairwise_w1, wasserstein1};
 pub use features::{HISTOGRAM_BINS, histogram_features, image_features, pca_2d};
 pub use image::{
-    SsimOptions, gradient_correlation, gradient_magnitude, masked_correlation, masked_psnr,
-    masked_ssim, ssim, ssim_map,
+    SsimOptions, gaussian_filter, gaussian_filter_axes, gradient_correlation, gradient_magnitude,
+    masked_correlation, masked_psnr, masked_ssim, ssim, ssim_map,
 };
 pub use table::{MethodMetrics, MetricTable};
 pub use tissue::{SegmentationOptions, TissueMixture, segment_tissues, tissue_dice};
