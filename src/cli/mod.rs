@@ -241,6 +241,15 @@ pub struct Args {
     /// Nyúl landmarks file (default: OUTPUT_DIR/models/nyul.json, written by the group level).
     #[arg(long = "nyul-landmarks", alias = "nyul_landmarks", value_name = "FILE")]
     pub nyul_landmarks: Option<PathBuf>,
+    /// Group level: compute the harmonisation metric table for every method with outputs and
+    /// write it to OUTPUT_DIR/evaluation/ (TSV + JSON) and the group report; with a simulated
+    /// dataset's ground truth, also SSIM, PSNR and tissue Dice against it.
+    #[arg(long)]
+    pub evaluate: bool,
+    /// Ground truth for --evaluate (default: BIDS_DIR/sourcedata/ground-truth when present, as
+    /// hcld-simulate writes it).
+    #[arg(long = "ground-truth", alias = "ground_truth", value_name = "DIR")]
+    pub ground_truth: Option<PathBuf>,
 }
 
 /// The analysis level.
@@ -321,6 +330,10 @@ pub struct Settings {
     pub ddim: DdimOverrides,
     /// `--nyul-landmarks`.
     pub nyul_landmarks: Option<PathBuf>,
+    /// `--evaluate`.
+    pub evaluate: bool,
+    /// `--ground-truth` (absolute).
+    pub ground_truth: Option<PathBuf>,
 }
 
 /// What to harmonise towards.
@@ -651,6 +664,25 @@ impl Settings {
             Some(p) => Some(resolve(p)),
             None => None,
         };
+        let ground_truth = match &args.ground_truth {
+            Some(p) if !p.join("simulation.json").is_file() => {
+                return Err(cli_err(
+                    ExitStatus::NoInput,
+                    format!(
+                        "{}: --ground-truth has no simulation.json; give the sourcedata/ground-truth folder hcld-simulate wrote",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(p) => Some(resolve(p)),
+            None => None,
+        };
+        if (args.evaluate || ground_truth.is_some()) && level != AnalysisLevel::Group {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                "--evaluate and --ground-truth belong to the group level: run 'hcld BIDS_DIR OUTPUT_DIR group --evaluate' after the participant level".into(),
+            ));
+        }
         if args.site_column.trim().is_empty() {
             return Err(cli_err(ExitStatus::Usage, "--site-column is empty".into()));
         }
@@ -688,6 +720,8 @@ impl Settings {
             target,
             ddim,
             nyul_landmarks,
+            evaluate: args.evaluate || ground_truth.is_some(),
+            ground_truth,
         })
     }
 }

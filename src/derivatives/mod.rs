@@ -28,7 +28,7 @@ const TMP_PREFIX: &str = ".hcldtmp-";
 /// What goes into `.bidsignore`: things a person needs that BIDS has no name for (reports, their
 /// figure folders, ITK transforms, which BIDS 1.11 does not cover). `figures` has no trailing slash
 /// because bids-validator 3 otherwise still reports the folder itself.
-const BIDSIGNORE: &str = "*.html\nfigures\n*_xfm.*\nmodels\n";
+const BIDSIGNORE: &str = "*.html\nfigures\n*_xfm.*\nmodels\nevaluation\n";
 
 /// The dataset README: what the outputs are, for whoever opens OUTPUT_DIR.
 const README: &str = "# hcld derivatives\n\n\
@@ -39,6 +39,7 @@ registered to the template, skull-stripped, on the model grid; brain masks and I
 - `*_desc-harmonized_T1w.nii.gz` (HCLD) and `*_desc-{nyul,whitestripe,zscore}_T1w.nii.gz` (baselines):\n  \
 harmonised images, in template space (`space-…_res-<r>`) and back on the native grid.\n\
 - `sub-<label>.html` and `group.html`: QC reports; `sub-<label>/figures/`: their figures.\n\
+- `evaluation/`: the metric table of `group --evaluate` (`metrics.tsv`, its column descriptions `metrics.json`, and `evaluation.json`).\n\
 - `models/`: the trained HCLD model (`hcld-<sha>/`), Nyúl landmarks (`nyul.json`) and cached targets.\n\
 - `logs/`: one log per run.\n\n\
 Each sidecar's `hcld` field records the hcld version, the input's SHA-256 and every parameter.\n";

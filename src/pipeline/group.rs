@@ -237,7 +237,16 @@ pub fn fit_and_report(
         };
         cache_site_targets(&items, settings, out, &model_dir, latents, stop)?;
     }
-    super::reports::group(&items, layout, settings, out)?;
+    let evaluation = if settings.evaluate {
+        let table = super::evaluate::evaluate(&items, layout, settings, out)?;
+        for path in super::evaluate::write_table(&table, out)? {
+            tracing::info!("evaluation: wrote {}", path.display());
+        }
+        Some(table)
+    } else {
+        None
+    };
+    super::reports::group(&items, layout, settings, out, evaluation.as_ref())?;
     Ok(summary)
 }
 

@@ -3,6 +3,7 @@
 //! and return one outcome per job as a value. Printing the summary and choosing the exit code is
 //! the caller's business ([`RunSummary::exit_status`] gives the code the BIDS execution spec wants).
 
+mod evaluate;
 mod group;
 mod harmonize;
 mod jobs;

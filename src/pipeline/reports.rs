@@ -238,6 +238,7 @@ pub fn group(
     layout: &Layout,
     settings: &Settings,
     out: &DerivativesDataset,
+    evaluation: Option<&crate::metrics::MetricTable>,
 ) -> Result<PathBuf, PipelineError> {
     let _lock = out.lock_named("group-report")?;
     let sites: Vec<String> = {
@@ -435,6 +436,35 @@ pub fn group(
         }],
         figures: Vec::new(),
     });
+    if let Some(t) = evaluation {
+        let truth = match (&t.ground_truth, &t.target_site) {
+            (Some(g), Some(site)) => format!(
+                "Ground truth: {g}; each image from another site is compared with the same subject rendered at target site {site}, preprocessed with the image's own registration and brain mask and put into the method's units."
+            ),
+            _ => "No traveling-subject ground truth (hcld-simulate writes one): SSIM, PSNR and tissue Dice are n/a.".into(),
+        };
+        sections.push(Section {
+            title: "Evaluation (group --evaluate)".into(),
+            paragraphs: vec![
+                truth,
+                crate::metrics::table::COLUMNS
+                    .iter()
+                    .skip(3)
+                    .map(|(n, d)| format!("{n}: {d}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "Also written to evaluation/metrics.tsv and evaluation/evaluation.json.".into(),
+            ],
+            tables: vec![Table {
+                header: crate::metrics::table::COLUMNS
+                    .iter()
+                    .map(|c| c.0.to_string())
+                    .collect(),
+                rows: t.rows.iter().map(|r| r.cells()).collect(),
+            }],
+            figures: Vec::new(),
+        });
+    }
     sections.push(Section {
         title: "Intensity distributions by site".into(),
         paragraphs: vec![
