@@ -144,7 +144,7 @@ pub fn write_dataset(
                     "Subject": record,
                     "Source": sim.sources[s.source].path,
                 });
-                write_image(&path, &image, OutputDtype::Float32, "hcld-simulate ground truth")?;
+                write_image(&path, &image, OutputDtype::Float32, "hcld-simulate")?;
                 write_text(
                     &path.with_file_name(
                         ground_truth_name(&s.label, &site.label).replace(".nii.gz", ".json"),

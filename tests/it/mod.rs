@@ -1,5 +1,6 @@
 mod bias;
 mod cli;
+mod evaluation;
 mod harmonization;
 mod layout;
 mod model;

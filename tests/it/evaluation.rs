@@ -1,0 +1,247 @@
+//! Issue 7: the multi-site simulator (`hcld-simulate`) and `group --evaluate`, on the real
+//! fixtures, driving both binaries.
+
+use std::path::{Path, PathBuf};
+
+use crate::args;
+use crate::it::util::{assert_valid_bids, data, run, tree_state};
+
+fn sources() -> [PathBuf; 2] {
+    let t1w = data().join("t1w");
+    [
+        t1w.join("philips-intera3T_ixi-hh_IXI012-HH-1211_t1w2mm.nii.gz"),
+        t1w.join("siemens-prismafit3T_iu-xa30_mprage2mm_noprescannorm.nii.gz"),
+    ]
+}
+
+fn simulate(out: &Path, extra: &[&str]) -> (i32, String) {
+    let [a, b] = sources();
+    let o = assert_cmd::Command::cargo_bin("hcld-simulate")
+        .unwrap()
+        .arg(out)
+        .arg("--source")
+        .arg(&a)
+        .arg(&b)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn simulator_ground_truth_is_exact_and_documented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, other) = (
+        tmp.path().join("one"),
+        tmp.path().join("two"),
+        tmp.path().join("other"),
+    );
+    let settings = ["--subjects", "4", "--sites", "4", "--seed", "5"];
+    for dir in [&one, &two] {
+        let (code, err) = simulate(dir, &settings);
+        assert_eq!(code, 0, "{err}");
+    }
+    // Same seed: the same bits everywhere (mtimes aside).
+    let strip = |m: std::collections::BTreeMap<PathBuf, String>| -> Vec<(PathBuf, String)> {
+        m.into_iter()
+            .map(|(p, s)| (p, s.split(' ').take(2).collect::<Vec<_>>().join(" ")))
+            .collect()
+    };
+    assert_eq!(strip(tree_state(&one)), strip(tree_state(&two)));
+    // Another seed: other sites and noise.
+    let (code, err) = simulate(&other, &["--subjects", "4", "--sites", "4", "--seed", "6"]);
+    assert_eq!(code, 0, "{err}");
+    // Compared by hash: a failing assert_eq on raw bytes would print megabytes.
+    let hash = |p: PathBuf| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    let gt = |root: &Path, s: &str, k: &str| {
+        hash(root.join(format!(
+            "sourcedata/ground-truth/sub-{s}/sub-{s}_site-{k}_T1w.nii.gz"
+        )))
+    };
+    assert_ne!(gt(&one, "03", "B"), gt(&other, "03", "B"));
+    // participants.tsv has site, age and sex; each subject's BIDS image is its rendering at its
+    // own site; every rendering has its parameters beside it.
+    let tsv = std::fs::read_to_string(one.join("participants.tsv")).unwrap();
+    let mut lines = tsv.lines();
+    assert_eq!(lines.next(), Some("participant_id\tsite\tage\tsex"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let mut sites_seen = std::collections::BTreeSet::new();
+    for r in &rows {
+        let s = r[0].strip_prefix("sub-").unwrap();
+        let site = &r[1];
+        sites_seen.insert(site.clone());
+        let age: f64 = r[2].parse().unwrap();
+        assert!((20.0..=80.0).contains(&age));
+        assert!(r[3] == "M" || r[3] == "F");
+        let bids = hash(one.join(format!("sub-{s}/anat/sub-{s}_T1w.nii.gz")));
+        assert_eq!(
+            bids,
+            gt(&one, s, site),
+            "sub-{s} is not its own-site rendering"
+        );
+        for k in ["A", "B", "C", "D"] {
+            let p = one.join(format!(
+                "sourcedata/ground-truth/sub-{s}/sub-{s}_site-{k}_T1w.json"
+            ));
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            assert_eq!(v["Site"]["label"], k);
+            assert!(v["Site"]["wm_gm_ratio"].as_f64().unwrap() >= 1.15);
+            assert!(
+                v["NoiseSeed"].is_u64() && v["Subject"]["min_jacobian"].as_f64().unwrap() > 0.0
+            );
+        }
+        // Renderings of one subject at two sites differ (that is the site effect).
+        assert_ne!(gt(&one, s, "A"), gt(&one, s, "B"));
+    }
+    assert_eq!(sites_seen.len(), 4);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(one.join("sourcedata/ground-truth/simulation.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sites"].as_array().unwrap().len(), 4);
+    assert_eq!(manifest["config"]["seed"], 5);
+    // Subjects 3 and 4 are new anatomies (deformed), 1 and 2 the real ones.
+    let disp = |i: usize| {
+        manifest["subjects"][i]["deformation"]["max_displacement_mm"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!((disp(0), disp(1)), (0.0, 0.0));
+    assert!(disp(2) > 0.0 && disp(3) > 0.0);
+}
+
+#[test]
+fn simulator_refuses_bad_settings_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, err) = simulate(&tmp.path().join("x"), &["--sites", "1"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--sites 1"), "{err}");
+    let not_sim = tmp.path().join("busy");
+    std::fs::create_dir_all(&not_sim).unwrap();
+    std::fs::write(not_sim.join("keep.txt"), "mine").unwrap();
+    let (code, err) = simulate(&not_sim, &["--subjects", "2", "--sites", "2"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not an hcld simulation"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(not_sim.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    let o = assert_cmd::Command::cargo_bin("hcld-simulate")
+        .unwrap()
+        .arg(tmp.path().join("y"))
+        .args(["--source", "/nonexistent/t1w.nii.gz"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/t1w.nii.gz"));
+}
+
+#[test]
+fn evaluate_scores_every_method_against_the_simulated_ground_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bids, out, work) = (
+        tmp.path().join("sim"),
+        tmp.path().join("out"),
+        tmp.path().join("work"),
+    );
+    let (code, err) = simulate(&bids, &["--subjects", "6", "--sites", "3", "--seed", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let before = tree_state(&bids);
+    let methods = ["--method", "nyul", "whitestripe", "zscore", "none"];
+    for level in ["group", "participant"] {
+        let mut a = args![bids, out, level, "-w", work];
+        a.extend(methods.iter().map(|m| std::ffi::OsString::from(*m)));
+        let (code, err) = run(a);
+        assert_eq!(code, 0, "{level}: {err}");
+    }
+    let mut a = args![
+        bids,
+        out,
+        "group",
+        "-w",
+        work,
+        "--evaluate",
+        "--target-site",
+        "A"
+    ];
+    a.extend(methods.iter().map(|m| std::ffi::OsString::from(*m)));
+    let (code, err) = run(a);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(before, tree_state(&bids), "BIDS_DIR changed");
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(table["target_site"], "A");
+    let rows = table["methods"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["none", "zscore", "whitestripe", "nyul"]);
+    let num = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    for r in rows {
+        let m = r["method"].as_str().unwrap();
+        assert_eq!(r["images"], 6, "{m}");
+        // Subjects 2, 3, 5, 6 are scanned at B or C: each has a ground truth at A.
+        assert_eq!(r["ground_truth_images"], 4, "{m}");
+        let (ssim, psnr, dice) = (num(r, "ssim"), num(r, "psnr"), num(r, "tissue_dice"));
+        assert!(ssim > 0.5 && ssim < 1.0, "{m}: SSIM {ssim}");
+        assert!(psnr > 10.0 && psnr < 60.0, "{m}: PSNR {psnr}");
+        assert!(dice > 0.5 && dice <= 1.0, "{m}: Dice {dice}");
+        assert!(num(r, "site_accuracy") >= 0.0 && num(r, "site_chance") == 1.0 / 3.0);
+        assert!(num(r, "mean_pairwise_w1") >= 0.0);
+        assert!(r["age_r"].is_number() || r["age_r"].is_null());
+    }
+    // Intensity standardisation brings sites closer than the raw preprocessed images.
+    let w1 = |name: &str| {
+        num(
+            rows.iter().find(|r| r["method"] == name).unwrap(),
+            "mean_pairwise_w1",
+        )
+    };
+    assert!(w1("nyul") < w1("none"), "{} vs {}", w1("nyul"), w1("none"));
+    assert_eq!(num(&rows[0], "tissue_dice_vs_source"), 1.0);
+    // TSV with its column sidecar; the group report shows the table; outputs stay valid BIDS.
+    let tsv = std::fs::read_to_string(out.join("evaluation/metrics.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 5);
+    assert!(tsv.starts_with("method\timages\tsites\tsite_accuracy"));
+    let sidecar: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("evaluation/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(sidecar["ssim"]["Description"].is_string());
+    let html = std::fs::read_to_string(out.join("group.html")).unwrap();
+    assert!(html.contains("Evaluation (group --evaluate)"));
+    assert_valid_bids(&out);
+}
+
+#[test]
+fn evaluate_belongs_to_the_group_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = crate::it::util::example();
+    let (code, err) = run(args![
+        example,
+        tmp.path().join("o"),
+        "participant",
+        "--evaluate"
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("group level"), "{err}");
+    let (code, err) = run(args![
+        example,
+        tmp.path().join("o"),
+        "group",
+        "--ground-truth",
+        tmp.path()
+    ]);
+    assert_eq!(code, 66, "{err}");
+    assert!(err.contains("simulation.json"), "{err}");
+}
