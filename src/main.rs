@@ -4,22 +4,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use clap::error::ErrorKind;
 
 use hcld::cli::{self, Args, CliError, ExitStatus, Settings};
 use hcld::pipeline::{self, PipelineError};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match hcld::cli::parse_command_line() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(ExitStatus::Usage.code()),
-            };
-        }
+        Err(code) => return code,
     };
     match run(&args) {
         Ok(status) => ExitCode::from(status.code()),

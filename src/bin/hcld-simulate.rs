@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use clap::error::ErrorKind;
 
 use hcld::simulate::dataset::{GROUND_TRUTH_DIR, write_dataset};
 use hcld::simulate::{SimulateError, Simulation, SimulationConfig, SourceBrain};
@@ -122,15 +121,9 @@ fn run(args: &Args) -> Result<(), SimulateError> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match hcld::cli::parse_command_line() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(64),
-            };
-        }
+        Err(code) => return code,
     };
     if let Some(n) = args.nprocs {
         let _ = rayon::ThreadPoolBuilder::new()

@@ -50,6 +50,20 @@ impl ExitStatus {
     }
 }
 
+/// Parses a binary's command line; on `--help`/`--version` or a usage error prints clap's message
+/// and gives the exit code to return (0, or 64 for bad usage).
+pub fn parse_command_line<P: Parser>() -> Result<P, std::process::ExitCode> {
+    P::try_parse().map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                std::process::ExitCode::SUCCESS
+            }
+            _ => std::process::ExitCode::from(ExitStatus::Usage.code()),
+        }
+    })
+}
+
 /// `hcld BIDS_DIR OUTPUT_DIR {participant,group} [options]`
 #[derive(Debug, Clone, Parser)]
 #[command(

@@ -5,6 +5,7 @@
 //! - [`features`]: per-image histogram + tissue features, PCA for plots;
 //! - [`image`]: gradient-magnitude correlation, 3D SSIM and PSNR inside a mask;
 //! - [`tissue`]: 3-class GMM/MRF tissue segmentation and Dice;
+//! - [`site`]: site effect of one method (W1 between sites, site-classifier accuracy) on a common scale;
 //! - [`table`]: the per-method table as TSV and JSON.
 //!
 //! Nothing here reads BIDS or chooses paths: the pipeline gathers the images and writes the
@@ -14,6 +15,7 @@ pub mod classify;
 pub mod distance;
 pub mod features;
 pub mod image;
+pub mod site;
 pub mod table;
 pub mod tissue;
 
@@ -24,6 +26,7 @@ pub use image::{
     SsimOptions, gaussian_filter, gaussian_filter_axes, gradient_correlation, gradient_magnitude,
     masked_correlation, masked_psnr, masked_ssim, ssim, ssim_map,
 };
+pub use site::{SiteEffect, SiteSample, index_labels, robust_range, site_effect};
 pub use table::{MethodMetrics, MetricTable};
 pub use tissue::{SegmentationOptions, TissueMixture, segment_tissues, tissue_dice};
 

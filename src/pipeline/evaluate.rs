@@ -16,9 +16,9 @@ use crate::bids::Layout;
 use crate::cli::{ExitStatus, Settings, TargetSpec};
 use crate::derivatives::DerivativesDataset;
 use crate::metrics::{
-    MethodMetrics, MetricTable, SegmentationOptions, SsimOptions, gradient_correlation,
-    image_features, lda_loso_accuracy, masked_psnr, masked_ssim, mean_pairwise_w1,
-    regression_score, ridge_loso_predictions, segment_tissues, tissue_dice,
+    MethodMetrics, MetricTable, SegmentationOptions, SiteSample, SsimOptions, gradient_correlation,
+    image_features, index_labels, masked_psnr, masked_ssim, regression_score,
+    ridge_loso_predictions, segment_tissues, site_effect, tissue_dice,
 };
 use crate::model::baselines::{Method, NyulLandmarks, brain_values, fit_map};
 use crate::preprocess::itk::WorldAffine;
@@ -336,18 +336,10 @@ pub fn evaluate(
         },
         started.elapsed().as_secs_f64()
     );
-    let mut sites: Vec<String> = items.iter().map(|i| i.site.label.clone()).collect();
-    sites.sort();
-    sites.dedup();
-    let site_of: Vec<usize> = items
-        .iter()
-        .map(|i| sites.iter().position(|s| *s == i.site.label).unwrap_or(0))
-        .collect();
-    let subjects: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
-    let subject_of: Vec<usize> = subjects
-        .iter()
-        .map(|s| subjects.iter().position(|t| t == s).unwrap_or(0))
-        .collect();
+    let site_labels: Vec<&str> = items.iter().map(|i| i.site.label.as_str()).collect();
+    let (sites, site_of) = index_labels(&site_labels);
+    let subject_labels: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
+    let (_, subject_of) = index_labels(&subject_labels);
     let ages: Vec<Option<f64>> = items
         .iter()
         .map(|i| {
@@ -378,36 +370,20 @@ pub fn evaluate(
         }
         let mut row = MethodMetrics::new(method.name());
         row.images = scored.len();
-        let mut present: Vec<usize> = scored.iter().map(|s| site_of[s.item]).collect();
-        present.sort();
-        present.dedup();
-        row.sites = present.len();
-        row.site_chance = Some(1.0 / present.len().max(1) as f64);
-        let pooled: Vec<f32> = scored
+        let samples: Vec<SiteSample<'_>> = scored
             .iter()
-            .flat_map(|s| s.values.iter().copied())
+            .map(|s| SiteSample {
+                values: &s.values,
+                site: site_of[s.item],
+                subject: subject_of[s.item],
+            })
             .collect();
-        let q = crate::model::harmonize::quantiles(&pooled);
-        let (lo, hi) = if q.len() == 101 {
-            (q[1] as f64, q[99] as f64)
-        } else {
-            (0.0, 1.0)
-        };
-        let span = (hi - lo).max(1e-9);
-        let mut per_site: Vec<Vec<f32>> = vec![Vec::new(); sites.len()];
-        for s in &scored {
-            per_site[site_of[s.item]]
-                .extend(s.values.iter().map(|&x| ((x as f64 - lo) / span) as f32));
-        }
-        let groups: Vec<Vec<f32>> = per_site.into_iter().filter(|v| !v.is_empty()).collect();
-        row.mean_pairwise_w1 = Some(mean_pairwise_w1(&groups)).filter(|v| v.is_finite());
-        let features: Vec<Vec<f64>> = scored
-            .par_iter()
-            .map(|s| image_features(&s.values, lo, hi))
-            .collect();
-        let labels: Vec<usize> = scored.iter().map(|s| site_of[s.item]).collect();
-        let groups_of: Vec<usize> = scored.iter().map(|s| subject_of[s.item]).collect();
-        row.site_accuracy = lda_loso_accuracy(&features, &labels, &groups_of, 0.5);
+        let effect = site_effect(&samples, image_features);
+        row.sites = effect.sites;
+        row.site_chance = Some(1.0 / effect.sites.max(1) as f64);
+        row.mean_pairwise_w1 = Some(effect.mean_pairwise_w1).filter(|v| v.is_finite());
+        row.site_accuracy = effect.site_accuracy;
+        let features = effect.features;
         row.gradient_correlation = mean(scored.iter().map(|s| s.gradient));
         row.tissue_dice_vs_source = mean(scored.iter().map(|s| s.dice_vs_source));
         let truths: Vec<(f64, f64, f64)> = scored.iter().filter_map(|s| s.truth).collect();
@@ -424,7 +400,7 @@ pub fn evaluate(
                 .iter()
                 .map(|&j| ages[scored[j].item].unwrap_or_default())
                 .collect();
-            let g: Vec<usize> = with_age.iter().map(|&j| groups_of[j]).collect();
+            let g: Vec<usize> = with_age.iter().map(|&j| samples[j].subject).collect();
             if let Some(p) = ridge_loso_predictions(&f, &a, &g, AGE_RIDGE_LAMBDA) {
                 let s = regression_score(&p, &a);
                 row.age_r = Some(s.r).filter(|v| v.is_finite());

@@ -13,7 +13,7 @@ use crate::bids::Layout;
 use crate::cli::Settings;
 use crate::derivatives::DerivativesDataset;
 use crate::metrics::{
-    gradient_correlation, histogram_features, lda_loso_accuracy, mean_pairwise_w1, pca_2d,
+    SiteSample, gradient_correlation, histogram_features, index_labels, pca_2d, site_effect,
 };
 use crate::model::baselines::{Method, brain_values};
 use crate::report::FigureError;
@@ -241,21 +241,10 @@ pub fn group(
     evaluation: Option<&crate::metrics::MetricTable>,
 ) -> Result<PathBuf, PipelineError> {
     let _lock = out.lock_named("group-report")?;
-    let sites: Vec<String> = {
-        let mut s: Vec<String> = items.iter().map(|i| i.site.label.clone()).collect();
-        s.sort();
-        s.dedup();
-        s
-    };
-    let site_of: Vec<usize> = items
-        .iter()
-        .map(|i| sites.iter().position(|s| *s == i.site.label).unwrap_or(0))
-        .collect();
-    let subjects: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
-    let subject_of: Vec<usize> = subjects
-        .iter()
-        .map(|s| subjects.iter().position(|t| t == s).unwrap_or(0))
-        .collect();
+    let site_labels: Vec<&str> = items.iter().map(|i| i.site.label.as_str()).collect();
+    let (sites, site_of) = index_labels(&site_labels);
+    let subject_labels: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
+    let (_, subject_of) = index_labels(&subject_labels);
     let mut sections = Vec::new();
 
     // Sites.
@@ -310,34 +299,24 @@ pub fn group(
     let mut density_figs = Vec::new();
     let mut scatter_figs = Vec::new();
     for d in &data {
-        let pooled: Vec<f32> = d
+        let samples: Vec<SiteSample<'_>> = d
             .images
             .iter()
-            .flat_map(|(_, v, _)| v.iter().copied())
+            .map(|(k, v, _)| SiteSample {
+                values: v,
+                site: site_of[*k],
+                subject: subject_of[*k],
+            })
             .collect();
-        let q = crate::model::harmonize::quantiles(&pooled);
-        let (lo, hi) = if q.len() == 101 {
-            (q[1] as f64, q[99] as f64)
-        } else {
-            (0.0, 1.0)
-        };
+        // The report's light version of `--evaluate`: the same site figures on the 64-bin
+        // histograms alone (no tissue segmentation, which costs ~1 s per image).
+        let effect = site_effect(&samples, |v, lo, hi| histogram_features(v, lo, hi, 64));
+        let (lo, hi) = effect.range;
         let span = (hi - lo).max(1e-9);
-        // Per-site pooled values, scaled by the method's pooled 1st–99th percentile range so that
-        // distances compare across methods with other units.
-        let mut per_site: Vec<Vec<f32>> = vec![Vec::new(); sites.len()];
-        for (k, v, _) in &d.images {
-            per_site[site_of[*k]].extend(v.iter().map(|&x| ((x as f64 - lo) / span) as f32));
-        }
-        let present: Vec<Vec<f32>> = per_site.iter().filter(|v| !v.is_empty()).cloned().collect();
-        let w1 = mean_pairwise_w1(&present);
-        let features: Vec<Vec<f64>> = d
-            .images
-            .iter()
-            .map(|(_, v, _)| histogram_features(v, lo, hi, 64))
-            .collect();
-        let labels: Vec<usize> = d.images.iter().map(|(k, _, _)| site_of[*k]).collect();
-        let groups: Vec<usize> = d.images.iter().map(|(k, _, _)| subject_of[*k]).collect();
-        let accuracy = lda_loso_accuracy(&features, &labels, &groups, 0.5);
+        let w1 = effect.mean_pairwise_w1;
+        let accuracy = effect.site_accuracy;
+        let features = effect.features;
+        let labels: Vec<usize> = samples.iter().map(|s| s.site).collect();
         let grads: Vec<f64> = d
             .images
             .iter()
@@ -362,18 +341,19 @@ pub fn group(
         let series: Vec<Series> = sites
             .iter()
             .enumerate()
-            .filter(|(s, _)| !per_site[*s].is_empty())
-            .map(|(s, label)| {
-                let raw: Vec<f32> = per_site[s]
+            .filter_map(|(s, label)| {
+                let raw: Vec<f32> = samples
                     .iter()
-                    .map(|&x| (x as f64 * span + lo) as f32)
+                    .filter(|x| x.site == s)
+                    .flat_map(|x| x.values.iter().copied())
                     .collect();
-                Series {
-                    label: label.clone(),
-                    colour: Some(s),
-                    dashed: false,
-                    points: density(&raw, lo - margin, hi + margin, 100),
-                }
+                (!raw.is_empty()).then_some((s, label, raw))
+            })
+            .map(|(s, label, raw)| Series {
+                label: label.clone(),
+                colour: Some(s),
+                dashed: false,
+                points: density(&raw, lo - margin, hi + margin, 100),
             })
             .collect();
         density_figs.push(Figure {

@@ -269,7 +269,10 @@ pub fn check_brain_correlation(
     let grid = super::resample::Grid::of(&fixed.check_t1);
     let moved = resample_mapped(t1w, &grid, &template_to_t1w.0, Interpolation::Linear, 0.0)
         .map_err(|e| TemplateFitError::Template(e.to_string()))?;
-    let r = correlation(moved.data(), fixed.check_t1.data(), &fixed.check_mask);
+    // A constant (or empty) image has no correlation: NaN, scored as 0 (not a brain).
+    let r =
+        crate::metrics::masked_correlation(moved.data(), fixed.check_t1.data(), &fixed.check_mask);
+    let r = if r.is_finite() { r } else { 0.0 };
     if r < FAILED_CORRELATION {
         return Err(TemplateFitError::NotABrain(r));
     }
@@ -279,36 +282,6 @@ pub fn check_brain_correlation(
         ));
     }
     Ok(r)
-}
-
-/// Pearson correlation of `a` and `b` over `mask`.
-pub fn correlation(a: &[f32], b: &[f32], mask: &[bool]) -> f64 {
-    let (mut n, mut sa, mut sb) = (0f64, 0f64, 0f64);
-    for ((&x, &y), &m) in a.iter().zip(b).zip(mask) {
-        if m {
-            n += 1.0;
-            sa += x as f64;
-            sb += y as f64;
-        }
-    }
-    if n < 2.0 {
-        return 0.0;
-    }
-    let (ma, mb) = (sa / n, sb / n);
-    let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
-    for ((&x, &y), &m) in a.iter().zip(b).zip(mask) {
-        if m {
-            let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-            sab += dx * dy;
-            saa += dx * dx;
-            sbb += dy * dy;
-        }
-    }
-    if saa <= 0.0 || sbb <= 0.0 {
-        0.0
-    } else {
-        sab / (saa * sbb).sqrt()
-    }
 }
 
 #[cfg(test)]
