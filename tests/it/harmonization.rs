@@ -500,20 +500,46 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
 fn sigterm_stops_cleanly_with_exit_130() {
     let d = tempfile::tempdir().unwrap();
     let out = fresh_copy(d.path());
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
         .args([example().as_os_str(), out.as_os_str()])
         .args(["participant", "--method", "all", "--nprocs", "1"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The signal goes once the run has started work (every log line is written after the handlers
+    // are installed): a fixed delay raced the binary's start-up on a loaded machine
+    // (loading LibTorch under `--features tch`), and a SIGTERM before the handlers kills the
+    // process by the default action, which is not what this test is about.
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut started = Some(started_tx);
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let Ok(line) = line else { break };
+            // "N jobs, k at a time": the job pool has started.
+            if line.contains("at a time") {
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    started_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the run logged no work within 120 s");
+    std::thread::sleep(std::time::Duration::from_millis(300));
     // SIGTERM as a scheduler sends it (through kill(1): the tests use no libc bindings).
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     no_temporaries(&out);
     // Resuming completes the run.
