@@ -1,8 +1,11 @@
 //! The model artefact: a folder holding `config.json` (the whole [`HcldConfig`], the latent scale,
 //! a summary of the training data and the software that made it) and one burnpack per network
-//! (`autoencoder.bpk`, `unet.bpk`). Its SHA-256, over the three files framed by name, identifies
-//! the model in every output sidecar and names the folder (`hcld-<first 12 hex>`); loading
-//! recomputes it, so a modified file is noticed.
+//! (`autoencoder.bpk`, `unet.bpk`). Its SHA-256 identifies the model in every output sidecar and
+//! names the folder (`hcld-<first 12 hex>`); loading recomputes it, so a modified file is noticed.
+//! The digest covers what the model *is* (format, configuration, latent scale, both networks'
+//! weights), not how it came about (training times, resumes, the hcld version), and the weight
+//! files carry sequential parameter ids instead of burn's random ones: the same training on the
+//! same data gives the same model id in any OUTPUT_DIR, run by hand or by a workflow engine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,18 +99,68 @@ pub struct LoadedModel {
     pub dir: PathBuf,
 }
 
+/// Gives every parameter the id of its position in the module (burn draws random ids at
+/// initialisation, which would make two saves of equal weights differ byte for byte).
+#[derive(Default)]
+struct SequentialParamIds {
+    next: u64,
+}
+
+impl SequentialParamIds {
+    fn renumber<T: burn::module::Parameter>(
+        &mut self,
+        param: burn::module::Param<T>,
+    ) -> burn::module::Param<T> {
+        let (_, value, mapper) = param.consume();
+        self.next += 1;
+        burn::module::Param::from_mapped_value(self.next.into(), value, mapper)
+    }
+}
+
+impl burn::module::ModuleMapper for SequentialParamIds {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+        self.renumber(param)
+    }
+
+    fn map_int<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D, burn::tensor::Int>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D, burn::tensor::Int>> {
+        self.renumber(param)
+    }
+
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D, burn::tensor::Bool>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D, burn::tensor::Bool>> {
+        self.renumber(param)
+    }
+}
+
 fn record_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>, ArtefactError> {
     let bytes = module
         .clone()
+        .map(&mut SequentialParamIds::default())
         .into_record()
         .into_bytes()
         .map_err(|e| StorageError::new(path, e.to_string()))?;
     Ok(bytes.to_vec())
 }
 
-fn digest(config: &[u8], ae: &[u8], unet: &[u8]) -> String {
+/// The model's identity: format, configuration and latent scale (not the training history or
+/// the hcld version that wrote it) and the two weight files.
+fn digest(manifest: &ArtefactManifest, ae: &[u8], unet: &[u8]) -> String {
+    let identity = serde_json::to_vec(&serde_json::json!({
+        "format_version": manifest.format_version,
+        "config": manifest.config,
+        "latent_scale": manifest.latent_scale,
+    }))
+    .expect("manifest serialises");
     sha256_of_parts([
-        (CONFIG_FILE, config),
+        (CONFIG_FILE, identity.as_slice()),
         (AUTOENCODER_FILE, ae),
         (UNET_FILE, unet),
     ])
@@ -125,7 +178,7 @@ pub fn save_artefact(
     let config = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     let ae = record_bytes(autoencoder, &parent.join(AUTOENCODER_FILE))?;
     let un = record_bytes(unet, &parent.join(UNET_FILE))?;
-    let sha = digest(&config, &ae, &un);
+    let sha = digest(manifest, &ae, &un);
     let dir = parent.join(format!("hcld-{}", &sha[..12]));
     // The config goes last: a folder without it is not an artefact, so a half-copied one is
     // never loaded.
@@ -137,10 +190,10 @@ pub fn save_artefact(
 
 /// The SHA-256 of an artefact (over its three files), without loading the networks.
 pub fn load_digest(dir: &Path) -> Result<String, ArtefactError> {
-    let config = read(&dir.join(CONFIG_FILE))?;
+    let manifest = read_manifest(dir)?;
     let ae = read(&dir.join(AUTOENCODER_FILE))?;
     let un = read(&dir.join(UNET_FILE))?;
-    Ok(digest(&config, &ae, &un))
+    Ok(digest(&manifest, &ae, &un))
 }
 
 /// Reads `dir/config.json` only (no weights): what a model is, cheaply.
@@ -216,7 +269,7 @@ pub fn load_artefact(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, 
     let unet_path = dir.join(UNET_FILE);
     let ae_bytes = read(&ae_path)?;
     let unet_bytes = read(&unet_path)?;
-    let sha256 = digest(&config_bytes, &ae_bytes, &unet_bytes);
+    let sha256 = digest(&manifest, &ae_bytes, &unet_bytes);
     let autoencoder = load_weights(
         manifest.config.autoencoder.init(&device.device),
         &ae_path,
@@ -285,9 +338,40 @@ mod tests {
             values(unet.forward(z.clone(), &[10.0])),
             values(loaded.unet.forward(z, &[10.0]))
         );
-        // Saving again lands in the same folder with the same digest.
+        // Saving again lands in the same folder with the same digest, also from copies of the
+        // networks with other (random) parameter ids and another training history: the id says
+        // what the model is, not how it was made.
         assert_eq!(
             save_artefact(parent.path(), &manifest, &ae, &unet)
+                .unwrap()
+                .1,
+            sha
+        );
+        struct RandomIds;
+        impl burn::module::ModuleMapper for RandomIds {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: burn::module::Param<Tensor<D>>,
+            ) -> burn::module::Param<Tensor<D>> {
+                let (_, value, mapper) = param.consume();
+                burn::module::Param::from_mapped_value(burn::module::ParamId::new(), value, mapper)
+            }
+        }
+        let mut retrained = manifest.clone();
+        retrained.training.backend = "another run".into();
+        retrained.hcld_version = "0.0.0".into();
+        let (dir2, sha2) = save_artefact(
+            parent.path(),
+            &retrained,
+            &ae.clone().map(&mut RandomIds),
+            &unet.clone().map(&mut RandomIds),
+        )
+        .unwrap();
+        assert_eq!((dir2, sha2), (dir.clone(), sha.clone()));
+        // Other weights are another model.
+        let other = config.unet.init(&device.device);
+        assert_ne!(
+            save_artefact(parent.path(), &manifest, &ae, &other)
                 .unwrap()
                 .1,
             sha
