@@ -188,7 +188,8 @@ pub fn save_artefact(
     Ok((dir, sha))
 }
 
-/// The SHA-256 of an artefact (over its three files), without loading the networks.
+/// The SHA-256 of an artefact (its identity in `config.json` and both weight files), without
+/// loading the networks.
 pub fn load_digest(dir: &Path) -> Result<String, ArtefactError> {
     let manifest = read_manifest(dir)?;
     let ae = read(&dir.join(AUTOENCODER_FILE))?;
