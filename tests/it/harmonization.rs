@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use hcld::volume::read_nifti;
 use serde_json::Value;
 
-use super::util::{assert_valid_bids, copy_tree, example, files_under, run, tree_state};
+use super::util::{
+    assert_valid_bids, copy_tree, example, files_under, no_temporaries, run, tree_state,
+};
 use super::validator::{errors, validate, validator};
 use crate::args;
 
@@ -86,14 +88,6 @@ fn fresh_copy(into: &Path) -> PathBuf {
 
 fn sidecar(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn no_temporaries(out: &Path) {
-    let left: Vec<String> = files_under(out)
-        .into_iter()
-        .filter(|f| f.contains(".hcldtmp-"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 /// Headless Chromium opens a report: its figures decode, no script error or console message, and
@@ -519,10 +513,10 @@ fn sigterm_stops_cleanly_with_exit_130() {
         for line in std::io::BufReader::new(stderr_pipe).lines() {
             let Ok(line) = line else { break };
             // "N jobs, k at a time": the job pool has started.
-            if line.contains("at a time") {
-                if let Some(tx) = started.take() {
-                    let _ = tx.send(());
-                }
+            if line.contains("at a time")
+                && let Some(tx) = started.take()
+            {
+                let _ = tx.send(());
             }
             all.push_str(&line);
             all.push('\n');

@@ -7,8 +7,8 @@ use hcld::volume::{axcodes, read_nifti};
 use serde_json::Value;
 
 use super::util::{
-    assert_valid_bids, bids_example, copy_tree, data, example, failure_line, files_under, run,
-    tree_state,
+    assert_valid_bids, bids_example, copy_tree, data, example, failure_line, files_under,
+    no_temporaries, run, tree_state,
 };
 use crate::args;
 
@@ -56,14 +56,6 @@ fn derivative_files(out: &Path) -> Vec<String> {
         .into_iter()
         .filter(|f| f.starts_with("sub-"))
         .collect()
-}
-
-fn no_temporaries(out: &Path) {
-    let left: Vec<String> = files_under(out)
-        .into_iter()
-        .filter(|f| f.contains(".hcldtmp-"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]

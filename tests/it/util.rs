@@ -85,6 +85,15 @@ pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
     m
 }
 
+/// Asserts that no hidden temporary (`.hcldtmp-*`, a write in progress) is left under `out`.
+pub fn no_temporaries(out: &Path) {
+    let left: Vec<String> = files_under(out)
+        .into_iter()
+        .filter(|f| f.contains(".hcldtmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 /// All files under `root`, relative, sorted.
 pub fn files_under(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = walkdir::WalkDir::new(root)
