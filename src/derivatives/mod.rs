@@ -84,6 +84,18 @@ pub enum DerivativesError {
         /// Who made it.
         pipeline: String,
     },
+    /// A write would land outside OUTPUT_DIR (a symlink inside it points elsewhere).
+    #[error(
+        "{path}: resolves to {resolved}, outside OUTPUT_DIR {root}; hcld writes only inside OUTPUT_DIR: remove the symbolic link (or give a fresh OUTPUT_DIR)"
+    )]
+    OutsideOutputDir {
+        /// The output path as hcld built it.
+        path: PathBuf,
+        /// Where its folder really is.
+        resolved: PathBuf,
+        /// OUTPUT_DIR, resolved.
+        root: PathBuf,
+    },
     /// Encoding an image failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
@@ -155,6 +167,8 @@ pub struct OutputLock {
 #[derive(Debug, Clone)]
 pub struct DerivativesDataset {
     root: PathBuf,
+    /// `root` with every symlink resolved: each write's folder must resolve to a path under it.
+    resolved_root: PathBuf,
 }
 
 impl DerivativesDataset {
@@ -169,8 +183,14 @@ impl DerivativesDataset {
             path: root.to_path_buf(),
             source: e,
         })?;
+        let resolved_root =
+            std::fs::canonicalize(root).map_err(|e| DerivativesError::CannotCreate {
+                path: root.to_path_buf(),
+                source: e,
+            })?;
         let ds = DerivativesDataset {
             root: root.to_path_buf(),
+            resolved_root,
         };
         // Dataset-level files are written under one lock, which also makes it safe to remove the
         // temporaries a killed job left at the root (no live writer can own one meanwhile).
@@ -348,7 +368,7 @@ impl DerivativesDataset {
 
     /// Writes bytes atomically (figures), creating the folder.
     pub fn write_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
-        write_atomic(path, |tmp| {
+        write_atomic(&self.resolved_root, path, |tmp| {
             std::fs::write(tmp, bytes).map_err(|e| e.to_string())
         })
     }
@@ -435,7 +455,7 @@ impl DerivativesDataset {
         let image_path = self.path(name)?;
         let json_path = self.path(&name.with_extension(".json"))?;
         let descrip = format!("hcld {}", crate::VERSION);
-        write_atomic(&image_path, |tmp| {
+        write_atomic(&self.resolved_root, &image_path, |tmp| {
             write_nifti(tmp, volume, dtype, code, &descrip).map_err(|e| e.to_string())
         })?;
         self.write_text_if_changed(&json_path, &pretty(&Value::Object(sidecar.fields.clone())))?;
@@ -448,7 +468,7 @@ impl DerivativesDataset {
         if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
             return Ok(());
         }
-        write_atomic(path, |tmp| {
+        write_atomic(&self.resolved_root, path, |tmp| {
             std::fs::write(tmp, text).map_err(|e| e.to_string())
         })
     }
@@ -494,11 +514,32 @@ fn remove_temporaries_in(dir: &Path, prefix: &str) {
 /// Writes `dest` through a hidden temporary file in the same folder (so the rename is atomic),
 /// synced before the rename; the temporary is removed if writing fails. Temporary names are random
 /// (`.hcldtmp-<random>-<final name>`): parallel containers all run as PID 1, so a PID is no key.
+/// The folder must resolve to a path under `resolved_root` (OUTPUT_DIR with its symlinks
+/// resolved): a symlink planted inside OUTPUT_DIR (say `sub-01 -> /data/bids/sub-01`) never
+/// leads to a write elsewhere. The final name itself is replaced by the rename, never followed.
 fn write_atomic(
+    resolved_root: &Path,
     dest: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), DerivativesError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
+    // Only folders under OUTPUT_DIR are created: the check walks up to the first existing
+    // ancestor, so a symlinked folder is caught before anything is created through it.
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
+        }
+    }
+    let resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    if !resolved.starts_with(resolved_root) {
+        return Err(DerivativesError::OutsideOutputDir {
+            path: dest.to_path_buf(),
+            resolved,
+            root: resolved_root.to_path_buf(),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate {
         path: dir.to_path_buf(),
         source: e,
@@ -634,12 +675,42 @@ mod tests {
     fn failed_writes_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("x.json");
-        let r = write_atomic(&dest, |tmp| {
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        let r = write_atomic(&root, &dest, |tmp| {
             std::fs::write(tmp, "partial").unwrap();
             Err("boom".into())
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_in_output_dir_never_lead_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let elsewhere = d.path().join("bids").join("sub-01");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let ds = DerivativesDataset::open(&out, &source()).unwrap();
+        // A planted link: OUTPUT_DIR/sub-01 -> the BIDS subject folder.
+        std::os::unix::fs::symlink(&elsewhere, out.join("sub-01")).unwrap();
+        for path in [
+            out.join("sub-01").join("x.json"),
+            out.join("sub-01").join("anat").join("x.json"),
+        ] {
+            let e = ds.write_text_if_changed(&path, "{}").unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(e, DerivativesError::OutsideOutputDir { .. })
+                    && message.contains("outside OUTPUT_DIR")
+                    && message.contains("remove the symbolic link"),
+                "{message}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // Ordinary folders are still created and written.
+        ds.write_text_if_changed(&out.join("sub-02").join("anat").join("x.json"), "{}")
+            .unwrap();
     }
 
     #[test]
