@@ -34,14 +34,18 @@ impl DatasetDescription {
     /// Reads and checks `dataset_description.json` in `root`.
     pub fn read(root: &Path) -> Result<DatasetDescription, BidsError> {
         let path = root.join("dataset_description.json");
-        let text = match std::fs::read_to_string(&path) {
+        let text = match super::layout::read_bounded(
+            &path,
+            super::layout::MAX_JSON_BYTES,
+            "dataset_description.json",
+        ) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(BidsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(BidsError::MissingDescription { path });
             }
-            Err(e) => return Err(BidsError::Io { path, source: e }),
+            Err(e) => return Err(e),
         };
-        let value: Value = serde_json::from_str(&text).map_err(|e| BidsError::Json {
+        let value: Value = serde_json::from_slice(&text).map_err(|e| BidsError::Json {
             path: path.clone(),
             reason: e.to_string(),
         })?;

@@ -60,6 +60,20 @@ pub enum BidsError {
         /// What is wrong.
         reason: String,
     },
+    /// A metadata file is far larger than any real one (read in full, it could exhaust memory).
+    #[error(
+        "{path}: {size_mb} MB is too large for a BIDS {what} (hcld reads at most {limit_mb} MB); check that it is the right file, or list it in .bidsignore"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in MB (rounded up).
+        size_mb: u64,
+        /// The limit in MB.
+        limit_mb: u64,
+        /// What kind of file it is ("JSON sidecar", "TSV table").
+        what: &'static str,
+    },
     /// Reading the file system failed.
     #[error("{path}: cannot read: {source}; check that it exists and is readable by this user")]
     Io {

@@ -371,13 +371,43 @@ impl Layout {
     }
 }
 
-/// Reads a JSON file that must hold an object.
-pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, BidsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io {
+/// The largest JSON file hcld reads (sidecars, dataset_description.json, filter files): real ones
+/// are kilobytes; a file of hundreds of MB named `.json` is a mistake, refused before reading it.
+pub(super) const MAX_JSON_BYTES: u64 = 16 << 20;
+/// The largest TSV table (participants.tsv of a million subjects is ~100 MB).
+pub(super) const MAX_TSV_BYTES: u64 = 512 << 20;
+
+/// Reads a metadata file whole after checking its size against `limit` (bytes).
+pub(super) fn read_bounded(
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, BidsError> {
+    let io = |e| BidsError::Io {
         path: path.to_path_buf(),
         source: e,
-    })?;
-    match serde_json::from_str(&text) {
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limit {
+        return Err(BidsError::TooLarge {
+            path: path.to_path_buf(),
+            size_mb: size.div_ceil(1 << 20),
+            limit_mb: limit >> 20,
+            what,
+        });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// Reads a JSON file that must hold an object.
+pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, BidsError> {
+    let bytes = read_bounded(path, MAX_JSON_BYTES, "JSON sidecar")?;
+    parse_json_object(path, &bytes)
+}
+
+/// [`read_json_object`] on bytes already read from `path` (named in errors).
+pub fn parse_json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, BidsError> {
+    match serde_json::from_slice(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(BidsError::JsonContent {
             path: path.to_path_buf(),

@@ -16,7 +16,7 @@ mod tables;
 pub use description::{DatasetDescription, DatasetType};
 pub use entities::{Entity, ParsedName, is_label, parse_filename};
 pub use error::BidsError;
-pub use layout::{BidsFile, IndexOptions, Layout, read_json_object};
+pub use layout::{BidsFile, IndexOptions, Layout, parse_json_object, read_json_object};
 pub use query::{Field, Filter, Query};
 pub use tables::Table;
 

@@ -121,12 +121,9 @@ impl Query {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| BidsError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text = super::layout::read_bounded(path, super::layout::MAX_JSON_BYTES, "filter file")?;
         let value: Value =
-            serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON ({e})")))?;
+            serde_json::from_slice(&text).map_err(|e| err(format!("not valid JSON ({e})")))?;
         let Value::Object(top) = value else {
             return Err(err(
                 "must be a JSON object such as {\"t1w\": {\"acquisition\": \"mprage\"}}".into(),

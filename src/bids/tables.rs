@@ -18,14 +18,16 @@ impl Table {
     /// trimmed; `n/a` and empty cells become `None`. Rows with the wrong number of cells, duplicate
     /// keys and a missing key column are errors naming the file and line.
     pub fn read(path: &Path, key_column: &str) -> Result<Table, BidsError> {
+        let bytes = super::layout::read_bounded(path, super::layout::MAX_TSV_BYTES, "TSV table")?;
+        Table::parse(path, &bytes, key_column)
+    }
+
+    /// [`Table::read`] on bytes already read from `path` (named in errors).
+    pub fn parse(path: &Path, bytes: &[u8], key_column: &str) -> Result<Table, BidsError> {
         let err = |reason: String| BidsError::Table {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| BidsError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(b'\t')
             .has_headers(true)
