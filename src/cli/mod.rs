@@ -749,7 +749,7 @@ fn labels(raw: &[String], prefix: &str, option: &str) -> Result<Vec<String>, Cli
             return Err(cli_err(
                 ExitStatus::Usage,
                 format!(
-                    "{option} '{r}' is not a BIDS label (letters and digits only, e.g. 01 or {prefix}01)"
+                    "{option} '{r}' is not a BIDS label: use letters and digits only, e.g. 01 or {prefix}01"
                 ),
             ));
         }

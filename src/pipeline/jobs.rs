@@ -88,7 +88,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         .collect();
     if !missing.is_empty() {
         return Err(PipelineError::NothingSelected(format!(
-            "{root}: --participant-label {} not found; available: {}",
+            "{root}: --participant-label {} not found; choose from: {}",
             missing
                 .iter()
                 .map(|m| format!("sub-{m}"))
@@ -129,7 +129,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             .collect();
         if !unknown.is_empty() {
             return Err(PipelineError::NothingSelected(format!(
-                "{root}: --session-label {} not found; available: {}",
+                "{root}: --session-label {} not found; choose from: {}",
                 unknown
                     .iter()
                     .map(|m| format!("ses-{m}"))

@@ -656,7 +656,9 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
     if let Some(bad) = shape.iter().find(|&&d| d < 1) {
         return Err(VolumeError::BadHeader {
             path: p(),
-            reason: format!("a dimension is {bad} (dims {shape:?}); every dimension must be ≥ 1"),
+            reason: format!(
+                "a dimension is {bad} (dims {shape:?}); every dimension must be ≥ 1: the header is damaged, re-export the image (e.g. dcm2niix)"
+            ),
         });
     }
     // Checked products: NIfTI-2 dims are 64-bit, and a wrapped product must not pass as small.
@@ -669,7 +671,7 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
             return Err(VolumeError::BadHeader {
                 path: p(),
                 reason: format!(
-                    "dims {shape:?} describe more than {MAX_VOXELS} voxels, implausible for a T1w; the header is damaged"
+                    "dims {shape:?} describe more than {MAX_VOXELS} voxels, implausible for a T1w; the header is damaged: re-export the image or fetch it again"
                 ),
             });
         }
@@ -678,7 +680,9 @@ fn check_dims(path: &Path, h: &RawHeader) -> Result<([usize; 3], Vec<usize>), Vo
     if ndim < 3 {
         return Err(VolumeError::NotThreeD {
             path: p(),
-            reason: format!("a {ndim}D image (dims {shape:?}), a T1w must be a 3D volume"),
+            reason: format!(
+                "a {ndim}D image (dims {shape:?}), a T1w must be a 3D volume: replace it with the 3D scan (a single slice or a localiser is not one)"
+            ),
         });
     }
     let extra: u64 = shape[3..].iter().map(|&d| d as u64).product();
@@ -719,7 +723,9 @@ fn data_offset(path: &Path, h: &RawHeader) -> Result<u64, VolumeError> {
     if !v.is_finite() || v < 0.0 || v.fract() != 0.0 || v > (1u64 << 40) as f64 {
         return Err(VolumeError::BadHeader {
             path: path.to_path_buf(),
-            reason: format!("vox_offset {v} is not a valid byte offset"),
+            reason: format!(
+                "vox_offset {v} is not a valid byte offset: the header is damaged, re-export the image (e.g. dcm2niix)"
+            ),
         });
     }
     // Single-file NIfTI keeps the 4-byte extender after the header; an offset inside the header
