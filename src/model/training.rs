@@ -397,9 +397,21 @@ impl Curve {
         }
     }
 
+    /// Adds a row as the file stores it (losses to 7 significant digits), so the summary of a
+    /// run resumed from the file equals that of an uninterrupted one.
     fn push(&mut self, row: Vec<f64>) {
         debug_assert_eq!(row.len(), self.columns.len());
+        let row = row
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i < 2 { v } else { Self::stored(v) })
+            .collect();
         self.rows.push(row);
+    }
+
+    /// A loss as written to the CSV and read back.
+    fn stored(v: f64) -> f64 {
+        format!("{v:.6e}").parse().unwrap_or(v)
     }
 
     /// Rewrites the file atomically (called with each checkpoint and at the end).
@@ -415,7 +427,7 @@ impl Curve {
                     if i < 2 {
                         format!("{v}")
                     } else {
-                        format!("{v:.6e}")
+                        format!("{:.6e}", Self::stored(*v))
                     }
                 })
                 .collect();
