@@ -240,6 +240,37 @@ impl HcldConfig {
         }
     }
 
+    /// Peak memory of training this configuration, in MB, on `backend` (CPU): the measured
+    /// autoencoder step of the `cpu` preset (docs/benchmarks.md: 10 382 MiB on flex, 15 365 MiB on
+    /// LibTorch, gradient checkpointing on; the diffusion stage needs far less) scaled by this
+    /// configuration's activation footprint, Σ over encoder levels of channels × voxels at that
+    /// level × (res blocks + 1) × batch size, relative to the preset's. An estimate to refuse
+    /// hopeless runs early (`--mem`), not a promise: the scaling is exact only in the number of
+    /// voxels and the batch.
+    pub fn training_memory_estimate_mb(&self, backend: crate::model::device::Backend) -> u64 {
+        const BASE_MB: f64 = 400.0;
+        let measured_mb = match backend {
+            crate::model::device::Backend::Flex => 10_382.0,
+            crate::model::device::Backend::Tch => 15_365.0,
+        };
+        let footprint = |c: &HcldConfig| -> f64 {
+            let voxels: f64 = c.grid.shape.iter().map(|&n| n as f64).product();
+            let per_level: f64 = c
+                .autoencoder
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(level, &ch)| ch as f64 * voxels / 8f64.powi(level as i32))
+                .sum();
+            per_level
+                * (c.autoencoder.res_blocks + 1) as f64
+                * c.autoencoder_training.batch_size.max(1) as f64
+        };
+        let cpu = HcldConfig::preset("cpu").expect("the cpu preset exists");
+        let ratio = footprint(self) / footprint(&cpu);
+        (BASE_MB + (measured_mb - BASE_MB) * ratio).ceil() as u64
+    }
+
     /// A preset name or a JSON file (as `--config` takes it), validated.
     pub fn from_preset_or_file(spec: &str) -> Result<HcldConfig, ConfigError> {
         let config = match HcldConfig::preset(spec) {
@@ -388,6 +419,22 @@ impl HcldConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn training_memory_estimates_follow_the_measurements() {
+        use crate::model::device::Backend;
+        let cpu = super::HcldConfig::preset("cpu").unwrap();
+        // The measured points themselves.
+        assert_eq!(cpu.training_memory_estimate_mb(Backend::Flex), 10_382);
+        assert_eq!(cpu.training_memory_estimate_mb(Backend::Tch), 15_365);
+        // The reference grid has 2.3x the voxels and batch 2: beyond this 24 GB machine, as
+        // measured (killed above 23 GB on both backends).
+        let reference = super::HcldConfig::preset("reference").unwrap();
+        assert!(reference.training_memory_estimate_mb(Backend::Flex) > 23_000);
+        // The tiny preset trains in well under a gigabyte (it runs in the test suite).
+        let tiny = super::HcldConfig::preset("tiny").unwrap();
+        assert!(tiny.training_memory_estimate_mb(Backend::Flex) < 1_000);
+    }
+
     use super::*;
 
     #[test]

@@ -337,6 +337,31 @@ fn train(
     }
     let device = ComputeDevice::select(settings.backend, settings.device)
         .map_err(|e| group_err(ExitStatus::Usage, e.to_string()))?;
+    // --mem: refuse a training that cannot fit rather than be killed by the OOM killer hours
+    // later (a GPU's memory is its own: the estimate is for CPU training).
+    if let Some(limit) = settings.mem_mb
+        && device.kind == crate::model::device::DeviceKind::Cpu
+    {
+        let need = config.training_memory_estimate_mb(device.backend);
+        if need > limit {
+            return Err(group_err(
+                ExitStatus::Usage,
+                format!(
+                    "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and --mem allows {limit} MB; raise --mem, use a smaller --config (tiny needs {} MB), or train elsewhere and pass the model with --model",
+                    config.name,
+                    config.grid.shape,
+                    device.backend.name(),
+                    HcldConfig::preset("tiny")
+                        .map(|t| t.training_memory_estimate_mb(device.backend))
+                        .unwrap_or(0),
+                ),
+            ));
+        }
+        tracing::info!(
+            "training needs about {need} MB on {}; --mem allows {limit} MB",
+            device.backend.name()
+        );
+    }
     // Checkpoints belong to one OUTPUT_DIR and one backend (flex and LibTorch round differently,
     // so a stage-1 checkpoint of one would give stage 2 other latents on the other), whatever
     // work directory runs share (the default is $TMPDIR/hcld-work).

@@ -370,6 +370,17 @@ where
         .map(|m| (m / MB_PER_SUBJECT).max(1) as usize)
         .unwrap_or(usize::MAX);
     let workers = by_threads.min(by_mem).min(jobs.len().max(1));
+    if let Some(mem) = settings.mem_mb {
+        if mem < MB_PER_SUBJECT {
+            tracing::warn!(
+                "--mem {mem} MB is below what one subject may need (~{MB_PER_SUBJECT} MB for a 1 mm 256³ scan); running one at a time, large scans may exceed it"
+            );
+        } else if by_mem < by_threads && by_mem < jobs.len() {
+            tracing::info!(
+                "--mem {mem} MB: {by_mem} subject(s) at a time (each may need ~{MB_PER_SUBJECT} MB) instead of {by_threads}"
+            );
+        }
+    }
     tracing::info!("{} jobs, {} at a time", jobs.len(), workers);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
