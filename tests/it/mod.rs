@@ -1,3 +1,4 @@
+mod bad_inputs;
 mod bias;
 mod cli;
 mod evaluation;
@@ -8,6 +9,7 @@ mod nifti;
 mod participant;
 mod preprocessing;
 mod registration;
+mod reliability;
 mod transforms;
 mod util;
 mod validator;

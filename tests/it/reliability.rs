@@ -1,0 +1,270 @@
+//! Unattended-run guarantees (issue 9) beyond single bad inputs: group runs SIGKILLed at seeded
+//! random points resume to exactly the uninterrupted result, two group jobs on one OUTPUT_DIR at
+//! once agree, and a symlink planted in OUTPUT_DIR never leads to a write outside it.
+//! (Participant-level kills and parallel participant jobs: `participant.rs`, `harmonization.rs`.)
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::util::{copy_tree, example, files_under, no_temporaries, run, tree_state};
+use crate::args;
+
+/// The group level as a workflow runs it: tiny model, every method, a checkpoint every epoch.
+fn group_args(out: &Path, work: &Path) -> Vec<std::ffi::OsString> {
+    args![
+        example(),
+        out,
+        "group",
+        "--config",
+        "tiny",
+        "--epochs-ae",
+        "3",
+        "--epochs-ldm",
+        "6",
+        "--checkpoint-every",
+        "1",
+        "--method",
+        "all",
+        "-w",
+        work
+    ]
+}
+
+/// An uninterrupted group run and how long it took.
+fn reference() -> &'static (PathBuf, Duration) {
+    static REF: OnceLock<(PathBuf, Duration)> = OnceLock::new();
+    REF.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reliability-reference");
+        let _ = std::fs::remove_dir_all(&root);
+        let out = root.join("out");
+        let t0 = Instant::now();
+        let (code, stderr) = run(group_args(&out, &root.join("work")));
+        assert_eq!(code, 0, "{stderr}");
+        (out, t0.elapsed())
+    })
+}
+
+/// Fields that say how a result came about, not what it is: wall-clock seconds, and the
+/// checkpoint a model's training resumed from (the weights, and so the model id, are the same).
+const HISTORY_KEYS: [&str; 2] = ["seconds", "resumed_from"];
+
+/// JSON with the history fields blanked.
+fn without_times(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = if HISTORY_KEYS.contains(&k.as_str()) {
+                        Value::Null
+                    } else {
+                        without_times(v)
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_times).collect()),
+        v => v,
+    }
+}
+
+/// The derivatives of two runs are the same: the same files, the same bytes, except run logs
+/// (named by start time), HTML reports (they embed run times) and JSON history fields.
+fn assert_same_derivatives(a: &Path, b: &Path, what: &str) {
+    let keep = |f: &String| !f.starts_with("logs/") && !f.ends_with(".html");
+    let fa: Vec<String> = files_under(a).into_iter().filter(keep).collect();
+    let fb: Vec<String> = files_under(b).into_iter().filter(keep).collect();
+    assert_eq!(fa, fb, "{what}: different files");
+    for f in &fa {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        if x == y {
+            continue;
+        }
+        let same_json = f.ends_with(".json")
+            && serde_json::from_slice::<Value>(&x).ok().map(without_times)
+                == serde_json::from_slice::<Value>(&y).ok().map(without_times);
+        assert!(
+            same_json,
+            "{what}: {f} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(&x),
+            String::from_utf8_lossy(&y)
+        );
+    }
+}
+
+/// What a killed run may leave: every visible JSON parses, every sidecar's image is there.
+fn assert_nothing_partial(out: &Path, what: &str) {
+    for f in files_under(out) {
+        if f.contains(".hcldtmp-") {
+            continue; // hidden temporaries: removed by the next run
+        }
+        if f.ends_with(".json") {
+            let bytes = std::fs::read(out.join(&f)).unwrap();
+            serde_json::from_slice::<Value>(&bytes)
+                .unwrap_or_else(|e| panic!("{what}: {f} is not complete JSON: {e}"));
+            if let Some(stem) = f.strip_suffix("_T1w.json").or(f.strip_suffix("_mask.json")) {
+                let image = if f.ends_with("_mask.json") {
+                    format!("{stem}_mask.nii.gz")
+                } else {
+                    format!("{stem}_T1w.nii.gz")
+                };
+                assert!(out.join(&image).is_file(), "{what}: {f} without {image}");
+            }
+        }
+    }
+}
+
+/// splitmix64: seeded kill times without another dependency.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn group_runs_killed_at_random_points_resume_to_the_same_result() {
+    let (reference, took) = reference();
+    let d = tempfile::tempdir().unwrap();
+    for seed in [1u64, 2, 3] {
+        let at = Duration::from_millis(100 + splitmix(seed) % took.as_millis().max(200) as u64);
+        let out = d.path().join(format!("out{seed}"));
+        let work = d.path().join(format!("work{seed}"));
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+            .args(group_args(&out, &work))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        let what = format!("seed {seed}: SIGKILL after {} ms", at.as_millis());
+        if out.exists() {
+            assert_nothing_partial(&out, &what);
+        }
+        let (code, stderr) = run(group_args(&out, &work));
+        assert_eq!(code, 0, "{what}, re-run: {stderr}");
+        no_temporaries(&out);
+        assert_same_derivatives(reference, &out, &what);
+    }
+}
+
+#[test]
+fn two_group_jobs_at_once_agree() {
+    let (reference, _) = reference();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let work = d.path().join("work");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+                .args(group_args(&out, &work))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    no_temporaries(&out);
+    assert_same_derivatives(reference, &out, "two group jobs at once");
+}
+
+#[test]
+fn a_symlink_planted_in_output_dir_never_leads_outside() {
+    let d = tempfile::tempdir().unwrap();
+    let bids = d.path().join("bids");
+    copy_tree(&example(), &bids);
+    let out = d.path().join("out");
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // OUTPUT_DIR/sub-01 -> a folder outside (it could as well be the BIDS subject itself).
+    std::os::unix::fs::symlink(&elsewhere, out.join("sub-01")).unwrap();
+    let before = tree_state(&bids);
+    let (code, stderr) = run(args![bids, out, "participant"]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed: sub-01"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("outside OUTPUT_DIR") && line.contains("remove the symbolic link"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert!(
+        files_under(&out)
+            .iter()
+            .any(|f| f == "sub-02/anat/sub-02_desc-preproc_T1w.nii.gz")
+    );
+    assert_eq!(tree_state(&bids), before);
+}
+
+#[test]
+fn mem_bounds_concurrency_and_refuses_a_training_that_cannot_fit() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // The cpu preset's autoencoder training needs ~10 GB (measured): refused under --mem 1.5GB
+    // before any training starts, with the fix; the preprocessing ran one subject at a time.
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "group",
+        "--config",
+        "cpu",
+        "--mem",
+        "1.5GB",
+        "--nprocs",
+        "2",
+        "-w",
+        d.path().join("work")
+    ]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("--mem 1500 MB: 1 subject(s) at a time") && stderr.contains("1 at a time"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("error:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("needs about 10382 MB")
+            && line.contains("--mem allows 1500 MB")
+            && line.contains("--config"),
+        "{line}"
+    );
+    assert!(!d.path().join("work").join("train").exists());
+    // The tiny configuration fits and trains.
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "group",
+        "--config",
+        "tiny",
+        "--epochs-ae",
+        "1",
+        "--epochs-ldm",
+        "1",
+        "--mem",
+        "4GB",
+        "-w",
+        d.path().join("work")
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("training needs about"), "{stderr}");
+}
