@@ -33,7 +33,7 @@ impl Table {
             .has_headers(true)
             .flexible(false)
             .quoting(false)
-            .from_reader(&bytes[..]);
+            .from_reader(bytes);
         let columns: Vec<String> = reader
             .headers()
             .map_err(|e| err(format!("cannot read the header row: {e}")))?

@@ -10,7 +10,8 @@ use hcld::volume::read_nifti;
 use serde_json::Value;
 
 use super::util::{
-    assert_valid_bids, copy_tree, example, files_under, no_temporaries, run, tree_state,
+    assert_valid_bids, copy_tree, example, files_under, no_temporaries, run, run_all_at_once,
+    tree_state,
 };
 use super::validator::{errors, validate, validator};
 use crate::args;
@@ -421,34 +422,24 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
 
     // 4 participant jobs at once into one OUTPUT_DIR (one per subject, and sub-03 twice).
     let parallel = fresh_copy(&d.path().join("parallel"));
-    let children: Vec<_> = ["01", "02", "03", "03"]
-        .iter()
-        .map(|l| {
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
-                .args([example().as_os_str(), parallel.as_os_str()])
-                .args([
+    run_all_at_once(
+        ["01", "02", "03", "03"]
+            .iter()
+            .map(|l| {
+                args![
+                    example(),
+                    parallel,
                     "participant",
                     "--method",
                     "all",
                     "--nprocs",
                     "1",
                     "--participant-label",
-                    l,
-                ])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+                    l
+                ]
+            })
+            .collect(),
+    );
     compare(&parallel, "4 parallel jobs");
 
     // SIGKILL mid-run (while preprocessing, harmonising, writing), then a re-run.

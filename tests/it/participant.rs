@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::util::{
     assert_valid_bids, bids_example, copy_tree, data, example, failure_line, files_under,
-    no_temporaries, run, tree_state,
+    no_temporaries, run, run_all_at_once, tree_state,
 };
 use crate::args;
 
@@ -500,26 +500,22 @@ fn parallel_jobs_share_one_output_dir() {
     let out = d.path().join("out");
     // One process per participant, as a SLURM array would start them, plus two for the same subject.
     let labels = ["01", "02", "03", "03", "01"];
-    let children: Vec<_> = labels
-        .iter()
-        .map(|l| {
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
-                .args([example().as_os_str(), out.as_os_str()])
-                .args(["participant", "--participant-label", l, "--nprocs", "1"])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    run_all_at_once(
+        labels
+            .iter()
+            .map(|l| {
+                args![
+                    example(),
+                    out,
+                    "participant",
+                    "--participant-label",
+                    l,
+                    "--nprocs",
+                    "1"
+                ]
+            })
+            .collect(),
+    );
     assert_eq!(derivative_files(&out), expected_outputs());
     no_temporaries(&out);
     assert_valid_bids(&out);

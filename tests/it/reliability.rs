@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::util::{copy_tree, example, files_under, no_temporaries, run, tree_state};
+use super::util::{
+    copy_tree, example, files_under, no_temporaries, run, run_all_at_once, tree_state,
+};
 use crate::args;
 
 /// The group level as a workflow runs it: tiny model, every method, a checkpoint every epoch.
@@ -161,24 +163,7 @@ fn two_group_jobs_at_once_agree() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     let work = d.path().join("work");
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
-                .args(group_args(&out, &work))
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    run_all_at_once(vec![group_args(&out, &work), group_args(&out, &work)]);
     no_temporaries(&out);
     assert_same_derivatives(reference, &out, "two group jobs at once");
 }

@@ -40,6 +40,31 @@ pub fn run(args: Vec<std::ffi::OsString>) -> (i32, String) {
     )
 }
 
+/// Starts one hcld process per argument list at once (as a SLURM array or a workflow engine
+/// would) and asserts that every one exits 0.
+pub fn run_all_at_once(arg_lists: Vec<Vec<std::ffi::OsString>>) {
+    let children: Vec<_> = arg_lists
+        .into_iter()
+        .map(|a| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+                .args(a)
+                .env_remove("HCLD_LOG")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start hcld")
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().expect("wait for hcld");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 /// Shorthand for building argument lists from paths and strings.
 #[macro_export]
 macro_rules! args {
