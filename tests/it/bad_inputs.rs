@@ -6,6 +6,7 @@
 //! dataset past validation: each bad subject fails (or warns) on its own line and the good
 //! subjects complete.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -455,10 +456,10 @@ fn check_guarantees(
     problems: &mut Vec<String>,
     case: &str,
     bids: &Path,
-    before: &[u8],
+    before: &BTreeMap<PathBuf, String>,
     out: &Path,
 ) {
-    if tree_hash(bids) != before {
+    if tree_state(bids) != *before {
         problems.push(format!("{case}: BIDS_DIR changed"));
     }
     if out.exists() {
@@ -476,10 +477,6 @@ fn mode(bits: u32) -> std::fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(bits)
 }
 
-fn tree_hash(root: &Path) -> Vec<u8> {
-    format!("{:?}", tree_state(root)).into_bytes()
-}
-
 #[test]
 fn every_bad_input_gets_its_exit_code_and_a_message_naming_the_file_and_the_fix() {
     let d = tempfile::tempdir().unwrap();
@@ -489,7 +486,7 @@ fn every_bad_input_gets_its_exit_code_and_a_message_naming_the_file_and_the_fix(
     for (i, case) in cases.iter().enumerate() {
         let dir = d.path().join(format!("case{i}"));
         let bids = dataset_for(&dir, &case.make, None);
-        let before = tree_hash(&bids);
+        let before = tree_state(&bids);
         let out = dir.join("out");
         let (code, stderr) = run(args![bids, out, "participant", "--participant-label", "02"]);
         let label = format!("{} (exit {code})", case.name);
@@ -540,7 +537,7 @@ fn bad_images_fail_alone_and_the_good_subjects_complete() {
     for (i, case) in cases.iter().enumerate() {
         bids = dataset_for(d.path(), &case.make, Some(&format!("bad{i:02}")));
     }
-    let before = tree_hash(&bids);
+    let before = tree_state(&bids);
     let out = d.path().join("out");
     let (code, stderr) = run(args![
         bids,
@@ -601,7 +598,7 @@ fn bad_images_fail_alone_and_the_good_subjects_complete() {
         assert!(all.iter().any(|f| f == image), "{image} missing: {all:?}");
     }
     no_temporaries(&out);
-    assert_eq!(tree_hash(&bids), before);
+    assert_eq!(tree_state(&bids), before);
     assert_valid_bids(&out);
 }
 
@@ -610,7 +607,7 @@ fn bad_command_lines_and_unwritable_outputs() {
     let d = tempfile::tempdir().unwrap();
     let bids = d.path().join("bids");
     copy_tree(&example(), &bids);
-    let before = tree_hash(&bids);
+    let before = tree_state(&bids);
     let file = d.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     // (name, args after BIDS_DIR, exit code, text of the one error line)
@@ -719,5 +716,5 @@ fn bad_command_lines_and_unwritable_outputs() {
     }
     std::fs::set_permissions(&t1w, mode(0o644)).unwrap();
     assert!(problems.is_empty(), "{}", problems.join("\n---\n"));
-    assert_eq!(tree_hash(&bids), before);
+    assert_eq!(tree_state(&bids), before);
 }

@@ -10,8 +10,8 @@ use hcld::volume::read_nifti;
 use serde_json::Value;
 
 use super::util::{
-    assert_valid_bids, copy_tree, example, files_under, no_temporaries, run, run_all_at_once,
-    tree_state,
+    assert_valid_bids, assert_visible_outputs_complete, copy_tree, example, files_under,
+    no_temporaries, run, run_all_at_once, tree_state,
 };
 use super::validator::{errors, validate, validator};
 use crate::args;
@@ -454,19 +454,7 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        for f in files_under(&out) {
-            let name = f.rsplit('/').next().unwrap_or(&f);
-            if name.starts_with('.') || f.starts_with("logs/") {
-                continue;
-            }
-            if f.ends_with(".nii.gz") {
-                read_nifti(&out.join(&f))
-                    .unwrap_or_else(|e| panic!("after a kill at {delay_ms} ms: {f}: {e}"));
-            } else if f.ends_with(".json") {
-                serde_json::from_slice::<Value>(&std::fs::read(out.join(&f)).unwrap())
-                    .unwrap_or_else(|e| panic!("after a kill at {delay_ms} ms: {f}: {e}"));
-            }
-        }
+        assert_visible_outputs_complete(&out, &format!("after a kill at {delay_ms} ms"));
         let (code, stderr) = run(args![
             example(),
             out,

@@ -7,8 +7,8 @@ use hcld::volume::{axcodes, read_nifti};
 use serde_json::Value;
 
 use super::util::{
-    assert_valid_bids, bids_example, copy_tree, data, example, failure_line, files_under,
-    no_temporaries, run, run_all_at_once, tree_state,
+    assert_valid_bids, assert_visible_outputs_complete, bids_example, copy_tree, data, example,
+    failure_line, files_under, no_temporaries, run, run_all_at_once, tree_state,
 };
 use crate::args;
 
@@ -627,32 +627,9 @@ fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        // Whatever is visible is complete: every image reads, every sidecar parses. (Hidden
-        // `.hcldtmp-*` files of the killed writer may remain; the re-run removes them.)
-        let visible = derivative_files(&out)
-            .into_iter()
-            .filter(|f| !f.rsplit('/').next().unwrap_or(f).starts_with('.'));
-        for f in visible {
-            let p = out.join(&f);
-            let bytes = std::fs::read(&p).unwrap();
-            if f.ends_with(".nii.gz") {
-                read_nifti(&p).unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {e}"));
-            } else if f.ends_with(".json") {
-                let _: Value = serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {f}: {e}"));
-            } else if f.ends_with(".txt") {
-                hcld::preprocess::itk::WorldAffine::from_itk_text(&String::from_utf8_lossy(&bytes))
-                    .unwrap_or_else(|e| panic!("after kill at {delay_ms} ms: {f}: {e}"));
-            } else if f.ends_with(".png") {
-                // Complete PNGs start with the signature and end with the IEND chunk.
-                assert!(
-                    bytes.starts_with(b"\x89PNG") && bytes.ends_with(&[0xAE, 0x42, 0x60, 0x82]),
-                    "after kill at {delay_ms} ms: {f} is incomplete"
-                );
-            } else {
-                panic!("unexpected output {f}");
-            }
-        }
+        // Whatever is visible is complete. (Hidden `.hcldtmp-*` files of the killed writer may
+        // remain; the re-run removes them.)
+        assert_visible_outputs_complete(&out, &format!("after kill at {delay_ms} ms"));
         // A re-run completes and equals an uninterrupted run, byte for byte.
         let (code, stderr) = run(args![example(), out, "participant"]);
         assert_eq!(code, 0, "{stderr}");

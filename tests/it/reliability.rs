@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::util::{
-    copy_tree, example, files_under, no_temporaries, run, run_all_at_once, tree_state,
+    assert_visible_outputs_complete, copy_tree, example, files_under, no_temporaries, run,
+    run_all_at_once, tree_state,
 };
 use crate::args;
 
@@ -100,28 +101,6 @@ fn assert_same_derivatives(a: &Path, b: &Path, what: &str) {
     }
 }
 
-/// What a killed run may leave: every visible JSON parses, every sidecar's image is there.
-fn assert_nothing_partial(out: &Path, what: &str) {
-    for f in files_under(out) {
-        if f.contains(".hcldtmp-") {
-            continue; // hidden temporaries: removed by the next run
-        }
-        if f.ends_with(".json") {
-            let bytes = std::fs::read(out.join(&f)).unwrap();
-            serde_json::from_slice::<Value>(&bytes)
-                .unwrap_or_else(|e| panic!("{what}: {f} is not complete JSON: {e}"));
-            if let Some(stem) = f.strip_suffix("_T1w.json").or(f.strip_suffix("_mask.json")) {
-                let image = if f.ends_with("_mask.json") {
-                    format!("{stem}_mask.nii.gz")
-                } else {
-                    format!("{stem}_T1w.nii.gz")
-                };
-                assert!(out.join(&image).is_file(), "{what}: {f} without {image}");
-            }
-        }
-    }
-}
-
 /// splitmix64: seeded kill times without another dependency.
 fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -148,7 +127,7 @@ fn group_runs_killed_at_random_points_resume_to_the_same_result() {
         let _ = child.wait();
         let what = format!("seed {seed}: SIGKILL after {} ms", at.as_millis());
         if out.exists() {
-            assert_nothing_partial(&out, &what);
+            assert_visible_outputs_complete(&out, &what);
         }
         let (code, stderr) = run(group_args(&out, &work));
         assert_eq!(code, 0, "{what}, re-run: {stderr}");

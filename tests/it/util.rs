@@ -119,6 +119,44 @@ pub fn no_temporaries(out: &Path) {
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
+/// What a killed run may leave in `out`: hidden temporaries (removed by the next run) and files
+/// that are complete. Every visible image reads whole, every JSON parses and an image sidecar's
+/// image is there (it is written first), every ITK transform parses, every PNG ends with its
+/// IEND chunk; inside subject folders nothing else may appear. Run logs are not outputs.
+pub fn assert_visible_outputs_complete(out: &Path, what: &str) {
+    for f in files_under(out) {
+        let name = f.rsplit('/').next().unwrap_or(&f);
+        if name.starts_with('.') || f.starts_with("logs/") {
+            continue;
+        }
+        let p = out.join(&f);
+        let bytes = std::fs::read(&p).unwrap();
+        if f.ends_with(".nii.gz") {
+            hcld::volume::read_nifti(&p).unwrap_or_else(|e| panic!("{what}: {f}: {e}"));
+        } else if f.ends_with(".json") {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .unwrap_or_else(|e| panic!("{what}: {f} is not complete JSON: {e}"));
+            for kind in ["_T1w", "_mask"] {
+                if let Some(stem) = f.strip_suffix(&format!("{kind}.json")) {
+                    let image = format!("{stem}{kind}.nii.gz");
+                    assert!(out.join(&image).is_file(), "{what}: {f} without {image}");
+                }
+            }
+        } else if f.ends_with(".txt") {
+            hcld::preprocess::itk::WorldAffine::from_itk_text(&String::from_utf8_lossy(&bytes))
+                .unwrap_or_else(|e| panic!("{what}: {f}: {e}"));
+        } else if f.ends_with(".png") {
+            // Complete PNGs start with the signature and end with the IEND chunk.
+            assert!(
+                bytes.starts_with(b"\x89PNG") && bytes.ends_with(&[0xAE, 0x42, 0x60, 0x82]),
+                "{what}: {f} is incomplete"
+            );
+        } else if f.starts_with("sub-") && f.contains('/') {
+            panic!("{what}: unexpected output {f}");
+        }
+    }
+}
+
 /// All files under `root`, relative, sorted.
 pub fn files_under(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = walkdir::WalkDir::new(root)
