@@ -34,7 +34,7 @@ impl DatasetDescription {
     /// Reads and checks `dataset_description.json` in `root`.
     pub fn read(root: &Path) -> Result<DatasetDescription, BidsError> {
         let path = root.join("dataset_description.json");
-        let text = match super::layout::read_bounded(
+        let bytes = match super::layout::read_bounded(
             &path,
             super::layout::MAX_JSON_BYTES,
             "dataset_description.json",
@@ -45,7 +45,7 @@ impl DatasetDescription {
             }
             Err(e) => return Err(e),
         };
-        let value: Value = serde_json::from_slice(&text).map_err(|e| BidsError::Json {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| BidsError::Json {
             path: path.clone(),
             reason: e.to_string(),
         })?;

@@ -121,9 +121,10 @@ impl Query {
             path: path.to_path_buf(),
             reason,
         };
-        let text = super::layout::read_bounded(path, super::layout::MAX_JSON_BYTES, "filter file")?;
+        let bytes =
+            super::layout::read_bounded(path, super::layout::MAX_JSON_BYTES, "filter file")?;
         let value: Value =
-            serde_json::from_slice(&text).map_err(|e| err(format!("not valid JSON ({e})")))?;
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON ({e})")))?;
         let Value::Object(top) = value else {
             return Err(err(
                 "must be a JSON object such as {\"t1w\": {\"acquisition\": \"mprage\"}}".into(),

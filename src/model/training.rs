@@ -427,7 +427,7 @@ impl Curve {
                     if i < 2 {
                         format!("{v}")
                     } else {
-                        format!("{:.6e}", Self::stored(*v))
+                        format!("{v:.6e}")
                     }
                 })
                 .collect();
