@@ -34,6 +34,12 @@ struct Args {
     /// Largest displacement of the new anatomies' random deformations (mm).
     #[arg(long, default_value_t = 3.0)]
     deformation_mm: f64,
+    /// How far apart the sites are: each site parameter moves from the middle of its range by
+    /// this multiple of its drawn deviation. 1 = the documented ranges; 0 = identical sites (no
+    /// site effect, only the labels and the noise draws differ: calibrates the evaluation's site
+    /// classifier against chance); up to 3 for deliberately strong sites.
+    #[arg(long, default_value_t = 1.0)]
+    site_effect: f64,
     /// Threads (default: all CPUs).
     #[arg(long)]
     nprocs: Option<usize>,
@@ -86,6 +92,7 @@ fn run(args: &Args) -> Result<(), SimulateError> {
         sites: args.sites,
         seed: args.seed,
         deformation_mm: args.deformation_mm,
+        site_effect: args.site_effect,
         ..SimulationConfig::default()
     };
     config.validate()?;
@@ -105,6 +112,16 @@ fn run(args: &Args) -> Result<(), SimulateError> {
         );
     }
     let sim = Simulation::new(config, brains)?;
+    if !hcld::simulate::design_is_balanced(sim.subjects.len(), sim.sources.len(), sim.sites.len()) {
+        eprintln!(
+            "hcld-simulate: warning: {} subjects cannot put each of the {} sources at each of the {} sites; \
+             give --subjects {} (sources x sites) or a multiple of it for a balanced design",
+            sim.subjects.len(),
+            sim.sources.len(),
+            sim.sites.len(),
+            sim.sources.len() * sim.sites.len()
+        );
+    }
     let started = std::time::Instant::now();
     write_dataset(&sim, &args.output_dir, &|label| {
         eprintln!("hcld-simulate: sub-{label} rendered at every site")

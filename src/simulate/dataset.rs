@@ -2,7 +2,7 @@
 //!
 //! Layout (every file written to a hidden temporary name and renamed into place):
 //! ```text
-//! OUT/dataset_description.json, README, participants.tsv (+ .json: site, age, sex)
+//! OUT/dataset_description.json, README, participants.tsv (+ .json: site, source, age, sex)
 //! OUT/sub-<L>/anat/sub-<L>_T1w.nii.gz (+ .json)        the subject scanned at its own site
 //! OUT/sourcedata/ground-truth/simulation.json          settings, sources, sites, subjects
 //! OUT/sourcedata/ground-truth/sites.tsv                one row of parameters per site
@@ -51,6 +51,11 @@ pub struct Manifest {
     pub sites: Vec<SiteParams>,
     /// Subjects.
     pub subjects: Vec<SubjectRecord>,
+    /// Whether every source appears at every site at least once (at least sources × sites
+    /// subjects; see [`super::balanced_site`]; every cell has the same count when the subjects
+    /// are a multiple of sources × sites).
+    #[serde(default)]
+    pub balanced: bool,
 }
 
 fn werr(path: &Path, e: impl std::fmt::Display) -> SimulateError {
@@ -199,6 +204,7 @@ pub fn write_dataset(
             .collect(),
         sites: sim.sites.clone(),
         subjects: records,
+        balanced: super::design_is_balanced(sim.subjects.len(), sim.sources.len(), sim.sites.len()),
     };
     // Dataset-level files last: a dataset with a manifest is complete.
     let description = json!({
@@ -212,13 +218,21 @@ pub fn write_dataset(
         &out.join("dataset_description.json"),
         &(serde_json::to_string_pretty(&description).unwrap_or_default() + "\n"),
     )?;
-    let mut tsv = String::from("participant_id\tsite\tage\tsex\n");
+    let mut tsv = String::from("participant_id\tsite\tsource\tage\tsex\n");
     for s in &sim.subjects {
-        tsv += &format!("sub-{}\t{}\t{}\t{}\n", s.label, s.site, s.age, s.sex);
+        tsv += &format!(
+            "sub-{}\t{}\t{}\t{}\t{}\n",
+            s.label,
+            s.site,
+            s.source + 1,
+            s.age,
+            s.sex
+        );
     }
     write_text(&out.join("participants.tsv"), &tsv)?;
     let columns = json!({
         "site": {"Description": "Simulated acquisition site (parameters in sourcedata/ground-truth/sites.tsv)"},
+        "source": {"Description": "The real scan this subject's anatomy is made from: its 1-based index in the sources of sourcedata/ground-truth/simulation.json. Subjects of one source share anatomy and texture, so the site classifier holds them out together (leave-one-source-out)."},
         "age": {"Description": "Age of the simulated subject", "Units": "year"},
         "sex": {"Description": "Sex (random: the simulation has no sex effect)", "Levels": {"M": "male", "F": "female"}},
     });

@@ -64,6 +64,16 @@ pub struct SimulationConfig {
     pub deformation_smoothness_mm: f64,
     /// Age range of the subjects (uniform).
     pub age_range: [f64; 2],
+    /// How far the sites are apart: every site parameter is moved from the middle of its
+    /// range by this multiple of its drawn deviation ([`SiteParams::with_effect`]). 1 = the
+    /// documented ranges; 0 = every site identical (no site effect: calibrates the site
+    /// classifier against chance); up to 3 for deliberately strong sites.
+    #[serde(default = "unit_site_effect")]
+    pub site_effect: f64,
+}
+
+fn unit_site_effect() -> f64 {
+    1.0
 }
 
 impl Default for SimulationConfig {
@@ -75,6 +85,7 @@ impl Default for SimulationConfig {
             deformation_mm: 3.0,
             deformation_smoothness_mm: 12.0,
             age_range: [20.0, 80.0],
+            site_effect: 1.0,
         }
     }
 }
@@ -107,6 +118,12 @@ impl SimulationConfig {
                 self.deformation_smoothness_mm
             ));
         }
+        if !(0.0..=3.0).contains(&self.site_effect) {
+            return bad(format!(
+                "--site-effect {}: give 0 (identical sites) to 3 (three times the documented spread)",
+                self.site_effect
+            ));
+        }
         if !(self.age_range[0] >= 0.0 && self.age_range[1] >= self.age_range[0]) {
             return bad(format!("age range {:?} is not a range", self.age_range));
         }
@@ -128,6 +145,11 @@ pub fn derived_seed(seed: u64, stream: u64, index: u64) -> u64 {
 const STREAM_SITE: u64 = 1;
 const STREAM_SUBJECT: u64 = 2;
 const STREAM_NOISE: u64 = 3;
+const STREAM_DESIGN: u64 = 4;
+
+/// The bias pattern of the middle site ([`SiteParams::with_effect`]): a left-right and
+/// front-back ramp with a little curvature, as a head coil's receive profile.
+pub const MIDDLE_BIAS: [f64; 9] = [0.5, 0.5, 0.0, -0.3, -0.3, 0.0, 0.0, 0.0, 0.0];
 
 /// One synthetic site (every field is written to the ground truth).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +210,33 @@ impl SiteParams {
         }
     }
 
+    /// The site `effect` times as far from the middle site as drawn: each parameter becomes
+    /// mid + effect·(drawn − mid), mid the middle of its documented range (the scale in log
+    /// units; the bias field's pattern moves from a fixed middle pattern, [`MIDDLE_BIAS`]). 0
+    /// gives the middle site for every site (no site effect: the same response, blur, noise and
+    /// bias field everywhere), 1 leaves the site as drawn; values are kept physically valid (WM
+    /// brighter than GM, CSF darker, positive gamma, noise and blur), so large effects are a
+    /// little less than `effect` times the drawn spread where a bound clips them.
+    pub fn with_effect(&self, effect: f64) -> SiteParams {
+        let toward = |drawn: f64, mid: f64| mid + effect * (drawn - mid);
+        SiteParams {
+            label: self.label.clone(),
+            wm_gm_ratio: toward(self.wm_gm_ratio, 1.375).max(1.02),
+            csf_gm_ratio: toward(self.csf_gm_ratio, 0.35).clamp(0.05, 0.9),
+            gamma: toward(self.gamma, 1.05).max(0.3),
+            bias_amplitude: toward(self.bias_amplitude, 0.15).clamp(0.0, 0.6),
+            bias_coefficients: std::array::from_fn(|i| {
+                toward(self.bias_coefficients[i], MIDDLE_BIAS[i])
+            }),
+            noise_fraction: toward(self.noise_fraction, 0.03).max(0.0),
+            blur_voxels: self.blur_voxels.map(|b| toward(b, 0.6).max(0.0)),
+            scale: toward(self.scale.ln(), (300.0f64 * 3000.0).sqrt().ln())
+                .exp()
+                .round()
+                .max(1.0),
+        }
+    }
+
     /// The intensity response: anatomy intensity (landmarks `tissue` = CSF, GM, WM peaks of the
     /// anatomy) → site intensity in GM units (before scale and bias). Piecewise linear through
     /// (0, 0), (CSF, csf_gm_ratio), (GM, 1), (WM, w), extended past WM with the last slope, then
@@ -220,6 +269,36 @@ fn piecewise_linear(x: f64, points: &[(f64, f64)]) -> f64 {
     let ((x0, y0), (x1, y1)) = (points[seg], points[seg + 1]);
     let slope = (y1 - y0) / (x1 - x0).max(1e-12);
     y0 + slope * (x - x0)
+}
+
+/// The site of subject `i` under the balanced design: subject i = q·S + s comes from source s
+/// (S sources) in round q and is scanned at site `(offset[s] + q) mod K`, where `offset` is a
+/// seeded permutation of the sources taken mod K. Over any K consecutive rounds every source is
+/// scanned at every site exactly once, so site is independent of anatomy (and a source's
+/// subjects of consecutive rounds sit at different sites); `subjects = S·K·m` gives every
+/// (source, site) cell exactly m subjects. The seeded offsets make which source starts where a
+/// property of the seed, not of the file order.
+pub fn balanced_site(seed: u64, sources: usize, sites: usize, i: usize) -> usize {
+    let sources = sources.max(1);
+    let (q, s) = (i / sources, i % sources);
+    (source_offsets(seed, sources)[s] + q) % sites.max(1)
+}
+
+/// A seeded permutation of `0..sources` (Fisher–Yates on the design stream).
+fn source_offsets(seed: u64, sources: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(seed, STREAM_DESIGN, 0));
+    let mut p: Vec<usize> = (0..sources).collect();
+    for j in (1..sources).rev() {
+        let k = rng.random_range(0..=j);
+        p.swap(j, k);
+    }
+    p
+}
+
+/// Whether every source appears at every site: true when there are at least `sources · sites`
+/// subjects (the design then covers every cell; see [`balanced_site`]).
+pub fn design_is_balanced(subjects: usize, sources: usize, sites: usize) -> bool {
+    subjects >= sources.max(1) * sites
 }
 
 /// One simulated subject.
@@ -334,7 +413,8 @@ pub struct Simulation {
 
 impl Simulation {
     /// Draws sites and subjects for `sources`. Subject i comes from source i mod S and is scanned
-    /// at site i mod K; the first S subjects keep their real anatomy, the others are deformed.
+    /// at the site of the balanced design ([`balanced_site`]); the first S subjects keep their real
+    /// anatomy, the others are deformed.
     pub fn new(
         config: SimulationConfig,
         sources: Vec<SourceBrain>,
@@ -346,7 +426,14 @@ impl Simulation {
             ));
         }
         let sites: Vec<SiteParams> = (0..config.sites)
-            .map(|k| SiteParams::draw(config.seed, k))
+            .map(|k| {
+                let drawn = SiteParams::draw(config.seed, k);
+                if config.site_effect == 1.0 {
+                    drawn
+                } else {
+                    drawn.with_effect(config.site_effect)
+                }
+            })
             .collect();
         let width = if config.subjects > 99 { 3 } else { 2 };
         let subjects = (0..config.subjects)
@@ -369,7 +456,9 @@ impl Simulation {
                 SubjectParams {
                     label: format!("{:0width$}", i + 1),
                     source: i % sources.len(),
-                    site: sites[i % config.sites].label.clone(),
+                    site: sites[balanced_site(config.seed, sources.len(), config.sites, i)]
+                        .label
+                        .clone(),
                     age,
                     sex: sex.into(),
                     deformation,
@@ -566,6 +655,98 @@ mod tests {
             .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
         assert!(hi <= 1.0 + s.bias_amplitude + 1e-9 && lo >= 1.0 / (1.0 + s.bias_amplitude) - 1e-9);
         assert!(hi - lo > s.bias_amplitude * 0.5, "{lo} {hi}");
+    }
+
+    #[test]
+    fn the_site_effect_scales_the_spread_of_the_sites() {
+        let sites: Vec<SiteParams> = (0..6).map(|k| SiteParams::draw(9, k)).collect();
+        // 0: every site is the middle site (the pattern of the bias stays, its amplitude is the
+        // middle one).
+        let none: Vec<SiteParams> = sites.iter().map(|s| s.with_effect(0.0)).collect();
+        for s in &none {
+            assert_eq!(
+                (
+                    s.wm_gm_ratio,
+                    s.csf_gm_ratio,
+                    s.gamma,
+                    s.noise_fraction,
+                    s.blur_voxels
+                ),
+                (1.375, 0.35, 1.05, 0.03, [0.6; 3])
+            );
+            let tissue = [0.3, 0.6, 0.9];
+            assert_eq!(s.response(0.7, tissue), none[0].response(0.7, tissue));
+            // The same bias field everywhere.
+            let dims = [6, 7, 5];
+            let mask = vec![true; 210];
+            assert_eq!(
+                bias_field(s, dims, &mask),
+                bias_field(&none[0], dims, &mask)
+            );
+        }
+        // 1: as drawn (up to the rounding of the scale).
+        for s in &sites {
+            let same = s.with_effect(1.0);
+            assert!((same.wm_gm_ratio - s.wm_gm_ratio).abs() < 1e-12);
+            assert!((same.gamma - s.gamma).abs() < 1e-12);
+            assert!((same.scale - s.scale).abs() <= 1.0);
+        }
+        // 2: twice as far from the middle (the gammas are never clipped), still valid (the
+        // WM/GM ratios and noise levels are clipped at their bounds).
+        let spread = |v: &[SiteParams]| {
+            let r: Vec<f64> = v.iter().map(|s| s.gamma).collect();
+            r.iter().cloned().fold(f64::MIN, f64::max) - r.iter().cloned().fold(f64::MAX, f64::min)
+        };
+        let strong: Vec<SiteParams> = sites.iter().map(|s| s.with_effect(2.0)).collect();
+        assert!(
+            (spread(&strong) - 2.0 * spread(&sites)).abs() < 1e-9,
+            "{strong:?}"
+        );
+        assert!(strong.iter().all(|s| s.wm_gm_ratio > 1.0
+            && s.gamma > 0.0
+            && s.noise_fraction >= 0.0
+            && s.blur_voxels.iter().all(|&b| b >= 0.0)));
+    }
+
+    #[test]
+    fn the_design_puts_every_source_at_every_site() {
+        for seed in [0, 1, 17] {
+            for sources in 2..=6 {
+                for sites in 2..=6 {
+                    let n = sources * sites;
+                    assert!(design_is_balanced(n, sources, sites));
+                    assert!(!design_is_balanced(n - 1, sources, sites));
+                    // Every (source, site) cell once in the first S·K subjects, m times in S·K·m.
+                    for m in [1, 3] {
+                        let mut cells = vec![0usize; sources * sites];
+                        for i in 0..n * m {
+                            let k = balanced_site(seed, sources, sites, i);
+                            assert!(k < sites);
+                            cells[(i % sources) * sites + k] += 1;
+                        }
+                        assert!(
+                            cells.iter().all(|&c| c == m),
+                            "seed {seed}, S {sources}, K {sites}, m {m}: {cells:?}"
+                        );
+                    }
+                    // A source's deformed twin (subject i + S) is at another site.
+                    for i in 0..n {
+                        assert_ne!(
+                            balanced_site(seed, sources, sites, i),
+                            balanced_site(seed, sources, sites, i + sources)
+                        );
+                    }
+                }
+            }
+        }
+        // The seed decides which source starts at which site; the design stays a function of it.
+        let starts = |seed| {
+            (0..8)
+                .map(|i| balanced_site(seed, 8, 8, i))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(3), starts(3));
+        assert_ne!(starts(3), starts(4));
     }
 
     #[test]
