@@ -1,30 +1,38 @@
-//! Classifiers and regressors scored by leave-one-subject-out cross-validation: a shrinkage
-//! linear discriminant for site predictability and ridge regression for age predictability
-//! (`../shared/design/evaluation.md`). Linear algebra through nalgebra.
+//! Classifiers and regressors scored by leave-one-group-out cross-validation (a group is every
+//! image made from one source scan on simulated data, one subject otherwise): a shrinkage linear
+//! discriminant for site predictability, with the binomial interval of chance it must be read
+//! against, and ridge regression for age predictability (`../shared/design/evaluation.md`).
+//! Linear algebra through nalgebra.
 
 use nalgebra::{DMatrix, DVector};
 
-/// Leave-one-subject-out accuracy of a shrinkage linear discriminant predicting `labels` from
-/// `features`: all images of a subject (`groups`) are held out together. The within-class
-/// covariance is shrunk towards its mean variance (`shrinkage` 0–1; 0.5 suits a few dozen
-/// images with 64 features). A held-out image whose class has no training image left counts as
-/// wrong, as it must. `None` when there are fewer than two subjects or classes.
-pub fn lda_loso_accuracy(
+/// Leave-one-group-out accuracy of a shrinkage linear discriminant predicting `labels` from
+/// `features`: all images of a group (`groups`: a source scan, or a subject) are held out
+/// together, so that nothing the held-out images share with each other (anatomy, texture) can
+/// help name their site. Each fold standardises the features by their pooled within-class
+/// spread and shrinks their within-class covariance towards a scaled identity by
+/// `shrinkage` (0–1), or by the Ledoit–Wolf estimate when `None` (similar to scikit-learn's
+/// `LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`, which estimates it per class
+/// and averages; here it is estimated once on the pooled within-class residuals): a
+/// few dozen images with ~75 features of very different scales need both. A held-out image whose
+/// class has no training image left counts as wrong, as it must. `None` when there are fewer
+/// than two groups or classes.
+pub fn lda_logo_accuracy(
     features: &[Vec<f64>],
     labels: &[usize],
     groups: &[usize],
-    shrinkage: f64,
+    shrinkage: Option<f64>,
 ) -> Option<f64> {
     let n = features.len();
     let classes = labels.iter().max()? + 1;
-    let mut subjects: Vec<usize> = groups.to_vec();
-    subjects.sort();
-    subjects.dedup();
-    if subjects.len() < 2 || classes < 2 || n == 0 {
+    let mut held_out: Vec<usize> = groups.to_vec();
+    held_out.sort();
+    held_out.dedup();
+    if held_out.len() < 2 || classes < 2 || n == 0 {
         return None;
     }
     let mut correct = 0usize;
-    for &held in &subjects {
+    for &held in &held_out {
         let train: Vec<usize> = (0..n).filter(|&i| groups[i] != held).collect();
         let test: Vec<usize> = (0..n).filter(|&i| groups[i] == held).collect();
         let model = Lda::fit(
@@ -45,15 +53,37 @@ pub fn lda_loso_accuracy(
     Some(correct as f64 / n as f64)
 }
 
-/// A fitted shrinkage LDA.
+/// The Ledoit–Wolf shrinkage intensity of the covariance of the rows of `z` (centred, n × p)
+/// towards μ·I, μ its mean variance (Ledoit & Wolf 2004; scikit-learn's
+/// `ledoit_wolf_shrinkage` without the centring).
+fn ledoit_wolf_shrinkage(z: &DMatrix<f64>) -> f64 {
+    let (n, p) = (z.nrows() as f64, z.ncols() as f64);
+    if n < 1.0 || p < 1.0 {
+        return 1.0;
+    }
+    let z2 = z.map(|v| v * v);
+    let emp_trace: Vec<f64> = (0..z.ncols()).map(|j| z2.column(j).sum() / n).collect();
+    let mu = emp_trace.iter().sum::<f64>() / p;
+    let beta_sum = (z2.transpose() * &z2).sum();
+    let delta_sum = (z.transpose() * z).map(|v| v * v).sum() / (n * n);
+    let beta = (beta_sum / n - delta_sum) / (p * n);
+    let delta = (delta_sum - 2.0 * mu * emp_trace.iter().sum::<f64>() + p * mu * mu) / p;
+    let beta = beta.min(delta);
+    if delta <= 0.0 { 1.0 } else { beta / delta }
+}
+
+/// A fitted shrinkage LDA on standardised features.
 struct Lda {
+    /// Per feature: 1 / its pooled within-class standard deviation (its total one when that is
+    /// 0; 0 for a constant feature).
+    inv_scale: DVector<f64>,
     means: Vec<Option<DVector<f64>>>,
     precision: DMatrix<f64>,
     log_priors: Vec<f64>,
 }
 
 impl Lda {
-    fn fit(x: &[&[f64]], y: &[usize], classes: usize, shrinkage: f64) -> Option<Lda> {
+    fn fit(x: &[&[f64]], y: &[usize], classes: usize, shrinkage: Option<f64>) -> Option<Lda> {
         let d = x.first()?.len();
         let mut sums = vec![DVector::<f64>::zeros(d); classes];
         let mut counts = vec![0usize; classes];
@@ -61,29 +91,56 @@ impl Lda {
             sums[c] += DVector::from_column_slice(row);
             counts[c] += 1;
         }
-        let means: Vec<Option<DVector<f64>>> = sums
+        let raw_means: Vec<Option<DVector<f64>>> = sums
             .into_iter()
             .zip(&counts)
             .map(|(s, &n)| (n > 0).then(|| s / n as f64))
             .collect();
-        let mut cov = DMatrix::<f64>::zeros(d, d);
-        for (row, &c) in x.iter().zip(y) {
-            let m = means[c].as_ref()?;
-            let r = DVector::from_column_slice(row) - m;
-            cov += &r * r.transpose();
+        // Each feature scaled by its pooled within-class standard deviation, so that features of
+        // very different units weigh alike; a feature constant within every class but not
+        // between classes (the most telling kind) has no within-class spread and is scaled by
+        // its total spread instead; a constant feature drops out (scale 0).
+        let n = x.len().max(1) as f64;
+        let mut residuals = DMatrix::<f64>::zeros(x.len(), d);
+        for (i, (row, &c)) in x.iter().zip(y).enumerate() {
+            let m = raw_means[c].as_ref()?;
+            for j in 0..d {
+                residuals[(i, j)] = row[j] - m[j];
+            }
         }
-        cov /= x.len().max(1) as f64;
+        let inv_scale = DVector::from_iterator(
+            d,
+            (0..d).map(|j| {
+                let within = residuals.column(j).map(|v| v * v).sum() / n;
+                let mean = x.iter().map(|r| r[j]).sum::<f64>() / n;
+                let total = x.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / n;
+                let var = if within > 1e-24 { within } else { total };
+                if var > 1e-24 { 1.0 / var.sqrt() } else { 0.0 }
+            }),
+        );
+        for j in 0..d {
+            let s = inv_scale[j];
+            residuals.column_mut(j).iter_mut().for_each(|v| *v *= s);
+        }
+        let alpha = shrinkage
+            .unwrap_or_else(|| ledoit_wolf_shrinkage(&residuals))
+            .clamp(1e-3, 1.0);
+        let cov = residuals.transpose() * &residuals / n;
         let mean_var = cov.trace() / d as f64;
-        let floor = if mean_var > 0.0 { mean_var } else { 1e-6 };
-        let shrunk =
-            cov * (1.0 - shrinkage) + DMatrix::identity(d, d) * (shrinkage * floor + 1e-12);
+        let floor = if mean_var > 0.0 { mean_var } else { 1.0 };
+        let shrunk = cov * (1.0 - alpha) + DMatrix::identity(d, d) * (alpha * floor + 1e-12);
         let precision = shrunk.try_inverse()?;
         let total: usize = counts.iter().sum();
         let log_priors = counts
             .iter()
             .map(|&n| ((n.max(1)) as f64 / total as f64).ln())
             .collect();
+        let means = raw_means
+            .into_iter()
+            .map(|m| m.map(|m| m.component_mul(&inv_scale)))
+            .collect();
         Some(Lda {
+            inv_scale,
             means,
             precision,
             log_priors,
@@ -91,7 +148,7 @@ impl Lda {
     }
 
     fn predict(&self, x: &[f64]) -> Option<usize> {
-        let x = DVector::from_column_slice(x);
+        let x = DVector::from_column_slice(x).component_mul(&self.inv_scale);
         let mut best: Option<(usize, f64)> = None;
         for (c, m) in self.means.iter().enumerate() {
             let Some(m) = m else { continue };
@@ -105,6 +162,39 @@ impl Lda {
     }
 }
 
+/// The central `level` (e.g. 0.95) interval of the accuracy a classifier reaches by chance on
+/// `n` images when each is right with probability `p` (1/sites): the 2.5th and 97.5th
+/// percentiles of Binomial(n, p) / n. An accuracy inside it does not show a site effect.
+pub fn chance_interval(n: usize, p: f64, level: f64) -> (f64, f64) {
+    if n == 0 || !(0.0..=1.0).contains(&p) {
+        return (f64::NAN, f64::NAN);
+    }
+    if p == 0.0 || p == 1.0 {
+        return (p, p);
+    }
+    let tail = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
+    // The probability mass function in log space: (1 − p)^n underflows past n ≈ 2500.
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let mut log_pmf = n as f64 * lq;
+    let mut cdf = 0.0;
+    let (mut lo, mut hi) = (None, None);
+    for k in 0..=n {
+        if k > 0 {
+            log_pmf += ((n - k + 1) as f64).ln() - (k as f64).ln() + lp - lq;
+        }
+        cdf += log_pmf.exp();
+        if lo.is_none() && cdf >= tail {
+            lo = Some(k);
+        }
+        if hi.is_none() && cdf >= 1.0 - tail - 1e-12 {
+            hi = Some(k);
+            break;
+        }
+    }
+    let f = |k: Option<usize>| k.unwrap_or(n) as f64 / n as f64;
+    (f(lo), f(hi))
+}
+
 /// How well a biological variable (age) is predicted from image features.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RegressionScore {
@@ -114,11 +204,12 @@ pub struct RegressionScore {
     pub r: f64,
 }
 
-/// Leave-one-subject-out predictions of `targets` from `features` by ridge regression on
+/// Leave-one-group-out predictions of `targets` from `features` by ridge regression on
 /// standardised features (columns z-scored on each training fold; constant columns dropped by
-/// their zero scale) with penalty `lambda` per training sample. `None` with fewer than three
-/// subjects.
-pub fn ridge_loso_predictions(
+/// their zero scale) with penalty `lambda` per training sample; the images of a group
+/// (`groups`: a source scan, or a subject) are predicted together. `None` with fewer than three
+/// groups.
+pub fn ridge_logo_predictions(
     features: &[Vec<f64>],
     targets: &[f64],
     groups: &[usize],
@@ -224,13 +315,13 @@ mod tests {
             lab.push(site);
             grp.push(s);
         }
-        let sep = lda_loso_accuracy(&f, &lab, &grp, 0.5).unwrap();
-        let chance = lda_loso_accuracy(&same, &lab, &grp, 0.5).unwrap();
+        let sep = lda_logo_accuracy(&f, &lab, &grp, None).unwrap();
+        let chance = lda_logo_accuracy(&same, &lab, &grp, None).unwrap();
         assert!(sep > 0.99, "{sep}");
         assert!((chance - 1.0 / 3.0).abs() < 0.2, "{chance}");
         // Too few subjects or classes: no score rather than a misleading one.
-        assert_eq!(lda_loso_accuracy(&f[..1], &lab[..1], &grp[..1], 0.5), None);
-        assert_eq!(lda_loso_accuracy(&f, &[0; 24], &grp, 0.5), None);
+        assert_eq!(lda_logo_accuracy(&f[..1], &lab[..1], &grp[..1], None), None);
+        assert_eq!(lda_logo_accuracy(&f, &[0; 24], &grp, None), None);
     }
 
     #[test]
@@ -247,7 +338,7 @@ mod tests {
                 grp.push(s);
             }
         }
-        let acc = lda_loso_accuracy(&f, &lab, &grp, 0.5).unwrap();
+        let acc = lda_logo_accuracy(&f, &lab, &grp, None).unwrap();
         assert!(acc < 0.8, "{acc}");
     }
 
@@ -266,15 +357,32 @@ mod tests {
         };
         let noise: Vec<f64> = (0..30).map(|i| 50.0 + 40.0 * splitmix(i)).collect();
         let groups: Vec<usize> = (0..30).collect();
-        let p = ridge_loso_predictions(&f, &age, &groups, 0.01).unwrap();
+        let p = ridge_logo_predictions(&f, &age, &groups, 0.01).unwrap();
         let good = regression_score(&p, &age);
         assert!(good.r > 0.95 && good.mae < 3.0, "{good:?}");
-        let p = ridge_loso_predictions(&f, &noise, &groups, 0.01).unwrap();
+        let p = ridge_logo_predictions(&f, &noise, &groups, 0.01).unwrap();
         let bad = regression_score(&p, &noise);
         assert!(bad.r < 0.3, "{bad:?}");
         assert_eq!(
-            ridge_loso_predictions(&f[..2], &age[..2], &groups[..2], 1.0),
+            ridge_logo_predictions(&f[..2], &age[..2], &groups[..2], 1.0),
             None
         );
+    }
+
+    #[test]
+    fn chance_interval_is_the_binomial_central_interval() {
+        // binom.ppf([0.025, 0.975], n, p) (SciPy's definition: the smallest k with CDF ≥ q),
+        // computed exactly with Python's math.comb: (40, 0.25) → [5, 16]; (16, 0.25) → [1, 8];
+        // (100, 0.5) → [40, 60].
+        assert_eq!(chance_interval(40, 0.25, 0.95), (5.0 / 40.0, 16.0 / 40.0));
+        assert_eq!(chance_interval(16, 0.25, 0.95), (1.0 / 16.0, 8.0 / 16.0));
+        assert_eq!(chance_interval(100, 0.5, 0.95), (0.40, 0.60));
+        // Large n does not underflow; the interval narrows around p.
+        let (lo, hi) = chance_interval(5000, 0.25, 0.95);
+        assert!(
+            lo > 0.23 && hi < 0.27 && lo < 0.25 && hi > 0.25,
+            "{lo} {hi}"
+        );
+        assert!(chance_interval(0, 0.25, 0.95).0.is_nan());
     }
 }

@@ -32,9 +32,10 @@ pub const HISTOGRAM_BINS: usize = 64;
 /// - the 64-bin normalised histogram;
 /// - the CSF, GM and WM peak positions of a 3-class Gaussian mixture, as fractions of `[lo, hi]`;
 /// - the GM/WM contrast (μ_WM − μ_GM) / (μ_GM − μ_CSF), free of any affine intensity map;
-/// - the three tissue fractions (the mixture weights: atrophy shows here).
+/// - the three tissue fractions (the mixture weights: atrophy shows here);
+/// - the three peak widths (class standard deviations as fractions of `[lo, hi]`: noise, blur).
 ///
-/// When the mixture cannot be fitted (fewer than a few hundred distinct values), its 7 entries
+/// When the mixture cannot be fitted (fewer than a few hundred distinct values), its 10 entries
 /// are 0 so the vector keeps its length.
 pub fn image_features(values: &[f32], lo: f64, hi: f64) -> Vec<f64> {
     let mut f = histogram_features(values, lo, hi, HISTOGRAM_BINS);
@@ -44,8 +45,10 @@ pub fn image_features(values: &[f32], lo: f64, hi: f64) -> Vec<f64> {
             f.extend(m.means.iter().map(|mu| (mu - lo) / span));
             f.push(m.contrast());
             f.extend(m.weights);
+            // Peak widths: noise and blur are site effects too.
+            f.extend(m.sds.iter().map(|sd| sd / span));
         }
-        Err(_) => f.extend([0.0; 7]),
+        Err(_) => f.extend([0.0; 10]),
     }
     f
 }
@@ -128,7 +131,7 @@ mod tests {
             .map(|x| 3.0 * x + 5.0)
             .collect();
         let b = image_features(&scaled, 5.0, 8.6);
-        assert_eq!(a.len(), HISTOGRAM_BINS + 7);
+        assert_eq!(a.len(), HISTOGRAM_BINS + 10);
         // Contrast (0.3 / 0.4 = 0.75) and fractions are the same after an affine map.
         let c = HISTOGRAM_BINS + 3;
         assert!((a[c] - 0.75).abs() < 0.02, "{}", a[c]);

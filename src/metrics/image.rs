@@ -1,6 +1,8 @@
 //! Image-to-image metrics inside a brain mask: gradient-magnitude correlation (edges kept), 3D
 //! SSIM with a Gaussian window (Wang et al. 2004, computed as scikit-image's
-//! `structural_similarity`) and PSNR against a ground-truth image.
+//! `structural_similarity`) and PSNR against a ground-truth image, and [`fidelity`], which puts
+//! both images through one shared affine map first so that SSIM's luminance term cannot depend
+//! on a method's units.
 //!
 //! The Gaussian filter is written here to reproduce SciPy's `gaussian_filter` exactly (kernel
 //! radius `int(truncate·σ + 0.5)`, half-sample symmetric "reflect" borders) so SSIM agrees with
@@ -68,14 +70,86 @@ pub fn masked_correlation(a: &[f32], b: &[f32], mask: &[bool]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
+/// The voxels of `mask` whose 6 face neighbours are in `mask` too: the mask eroded by one voxel,
+/// where a central difference reads only brain voxels. Voxels on the grid's edge are left out.
+pub fn mask_interior(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
+    let [nx, ny, nz] = dims;
+    let mut out = vec![false; mask.len()];
+    if mask.len() != nx * ny * nz || nx < 3 || ny < 3 || nz < 3 {
+        return out;
+    }
+    for z in 1..nz - 1 {
+        for y in 1..ny - 1 {
+            for x in 1..nx - 1 {
+                let i = x + nx * (y + ny * z);
+                out[i] = mask[i]
+                    && mask[i - 1]
+                    && mask[i + 1]
+                    && mask[i - nx]
+                    && mask[i + nx]
+                    && mask[i - nx * ny]
+                    && mask[i + nx * ny];
+            }
+        }
+    }
+    out
+}
+
 /// Correlation of the gradient-magnitude maps of `source` and `harmonised` inside `mask` (the
-/// brain): 1 when the edges (anatomy) are where they were, whatever the intensity scale.
+/// brain) eroded by one voxel: 1 when the edges (anatomy) are where they were, whatever the
+/// intensity scale or offset. The erosion matters: outputs are zero outside the mask, so at the
+/// mask's boundary a central difference reads the background, and an offset (a z-score moves
+/// zero) would change those gradients without any change of anatomy.
 pub fn gradient_correlation(source: &Volume, harmonised: &Volume, mask: &[bool]) -> f64 {
     masked_correlation(
         &gradient_magnitude(source),
         &gradient_magnitude(harmonised),
-        mask,
+        &mask_interior(mask, source.dims()),
     )
+}
+
+/// SSIM and PSNR of `test` against `reference` inside `mask`, after one affine map shared by
+/// both images that sends the reference's brain range (its minimum and maximum in the mask) to
+/// [0, 1], with both images set to 0 outside the mask; SSIM then uses a data range of 1. SSIM's luminance term is not invariant to an offset
+/// (two z-scored copies of a pair score lower than the same pair shifted into positive values),
+/// so without this shared map a method's units would change its score. `None` when the
+/// reference is constant in the mask.
+pub fn fidelity(
+    reference: &[f32],
+    test: &[f32],
+    dims: [usize; 3],
+    mask: &[bool],
+) -> Option<(f64, f64)> {
+    let (lo, hi) = reference
+        .iter()
+        .zip(mask)
+        .filter(|p| *p.1)
+        .fold((f64::MAX, f64::MIN), |(l, h), (&v, _)| {
+            (l.min(v as f64), h.max(v as f64))
+        });
+    let span = hi - lo;
+    if !(span > 0.0 && span.is_finite()) {
+        return None;
+    }
+    // Outside the mask both images get 0 (the reference's brain minimum): a method's own zero
+    // (a z-score's background is its brain mean) would otherwise enter the SSIM windows that
+    // straddle the mask's edge.
+    let unit = |v: &[f32]| -> Vec<f32> {
+        v.iter()
+            .zip(mask)
+            .map(|(&x, &m)| {
+                if m {
+                    ((x as f64 - lo) / span) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let (r, t) = (unit(reference), unit(test));
+    let ssim = masked_ssim(&r, &t, dims, mask, &SsimOptions::new(1.0));
+    let psnr = masked_psnr(&r, &t, mask, 1.0);
+    Some((ssim, psnr))
 }
 
 /// SSIM parameters (scikit-image's names and defaults for `gaussian_weights=True`).
@@ -295,6 +369,125 @@ mod tests {
             .unwrap();
         let mask = vec![true; n * n * n];
         assert!((gradient_correlation(&v, &w, &mask) - 1.0).abs() < 1e-6);
+    }
+
+    /// A brain-like masked image (zero outside a ball) and a copy under an affine map applied
+    /// inside the mask only, as a z-score or WhiteStripe does.
+    fn masked_ball(n: usize) -> (Volume, Vec<bool>) {
+        let mut a = nalgebra::Matrix4::identity();
+        a[(3, 3)] = 1.0;
+        let c = (n as f32 - 1.0) / 2.0;
+        let mask: Vec<bool> = (0..n * n * n)
+            .map(|i| {
+                let (x, y, z) = ((i % n) as f32, ((i / n) % n) as f32, (i / (n * n)) as f32);
+                (x - c).powi(2) + (y - c).powi(2) + (z - c).powi(2) < (0.4 * n as f32).powi(2)
+            })
+            .collect();
+        let data: Vec<f32> = (0..n * n * n)
+            .map(|i| {
+                let (x, y, z) = ((i % n) as f32, ((i / n) % n) as f32, (i / (n * n)) as f32);
+                if mask[i] {
+                    0.6 + 0.3 * (0.5 * x).sin() * (0.4 * y).cos() + 0.05 * z / n as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (Volume::new([n, n, n], a, data).unwrap(), mask)
+    }
+
+    fn affine_in_mask(v: &Volume, mask: &[bool], scale: f32, offset: f32) -> Volume {
+        v.with_data(
+            v.data()
+                .iter()
+                .zip(mask)
+                .map(|(&x, &m)| if m { scale * x + offset } else { 0.0 })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn gradient_correlation_is_not_fooled_by_a_moved_zero() {
+        // A z-score-like map moves zero: inside the mask the image changes by an affine map,
+        // outside it stays 0. Only the mask boundary's gradients see the jump.
+        let (v, mask) = masked_ball(24);
+        for (scale, offset) in [(4.0, -2.5), (0.2, 3.0), (-1.0, 1.0), (10.0, 0.0)] {
+            let w = affine_in_mask(&v, &mask, scale, offset);
+            let g = gradient_correlation(&v, &w, &mask);
+            assert!(g >= 0.999, "scale {scale}, offset {offset}: {g}");
+        }
+        // The full mask reads the boundary: the artefact the erosion removes.
+        let w = affine_in_mask(&v, &mask, 4.0, -2.5);
+        let full = masked_correlation(&gradient_magnitude(&v), &gradient_magnitude(&w), &mask);
+        assert!(full < 0.95, "{full}");
+        // Anatomy that moved is still seen: a shifted copy correlates much less.
+        let shifted = v
+            .with_data(
+                (0..v.data().len())
+                    .map(|i| v.data()[(i + 3) % v.data().len()])
+                    .collect(),
+            )
+            .unwrap();
+        assert!(gradient_correlation(&v, &shifted, &mask) < 0.8);
+    }
+
+    #[test]
+    fn mask_interior_is_the_six_neighbour_erosion() {
+        let dims = [5, 5, 5];
+        let mask = vec![true; 125];
+        let inner = mask_interior(&mask, dims);
+        assert_eq!(inner.iter().filter(|&&b| b).count(), 27);
+        let mut one_hole = mask.clone();
+        one_hole[2 + 5 * (2 + 5 * 2)] = false;
+        let inner = mask_interior(&one_hole, dims);
+        // The hole and its 6 neighbours leave the 27-voxel core.
+        assert_eq!(inner.iter().filter(|&&b| b).count(), 27 - 7);
+    }
+
+    #[test]
+    fn fidelity_is_invariant_to_a_shared_affine_map() {
+        let (v, mask) = masked_ball(24);
+        // A degraded copy: gamma and an added pattern.
+        let degraded: Vec<f32> = v
+            .data()
+            .iter()
+            .enumerate()
+            .zip(&mask)
+            .map(|((i, &x), &m)| {
+                if m {
+                    x.powf(0.8) + 0.03 * ((i * 7919 % 97) as f32 / 97.0 - 0.5)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let dims = v.dims();
+        let (s0, p0) = fidelity(v.data(), &degraded, dims, &mask).unwrap();
+        assert!(s0 < 0.99 && s0 > 0.3, "{s0}");
+        // The same pair under z-score-like maps, ground truth mapped alike.
+        for (scale, offset) in [(4.0f32, -2.5f32), (0.01, 5.0), (300.0, 1000.0)] {
+            let f = |d: &[f32]| -> Vec<f32> {
+                d.iter()
+                    .zip(&mask)
+                    .map(|(&x, &m)| if m { scale * x + offset } else { 0.0 })
+                    .collect()
+            };
+            let (s, p) = fidelity(&f(v.data()), &f(&degraded), dims, &mask).unwrap();
+            assert!((s - s0).abs() < 1e-4, "{scale} {offset}: {s} vs {s0}");
+            assert!((p - p0).abs() < 1e-3, "{scale} {offset}: {p} vs {p0}");
+            // An image against itself under the map: 1.
+            let (same, _) = fidelity(&f(v.data()), &f(v.data()), dims, &mask).unwrap();
+            assert!(same >= 0.999, "{same}");
+        }
+        // The plain SSIM in the method's units is not invariant (what the shared map fixes).
+        let o = SsimOptions::new(1.0);
+        let shifted: Vec<f32> = v.data().iter().map(|x| x - 0.6).collect();
+        let shifted_d: Vec<f32> = degraded.iter().map(|x| x - 0.6).collect();
+        let raw = masked_ssim(v.data(), &degraded, dims, &mask, &o);
+        let raw_shifted = masked_ssim(&shifted, &shifted_d, dims, &mask, &o);
+        assert!((raw - raw_shifted).abs() > 0.01, "{raw} {raw_shifted}");
+        assert!(fidelity(&vec![1.0; v.data().len()], v.data(), dims, &mask).is_none());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Harmonisation metrics as pure functions over intensities, features and volumes
 //! (`../shared/design/evaluation.md`), one concern per file:
 //! - [`distance`]: exact Wasserstein-1 between intensity samples, mean over site pairs;
-//! - [`classify`]: leave-one-subject-out site classifier (shrinkage LDA) and age regressor (ridge);
+//! - [`classify`]: leave-one-group-out site classifier (shrinkage LDA) with its chance interval, and age
+//!   regressor (ridge);
 //! - [`features`]: per-image histogram + tissue features, PCA for plots;
 //! - [`image`]: gradient-magnitude correlation, 3D SSIM and PSNR inside a mask;
 //! - [`tissue`]: 3-class GMM/MRF tissue segmentation and Dice;
@@ -19,16 +20,19 @@ pub mod site;
 pub mod table;
 pub mod tissue;
 
-pub use classify::{RegressionScore, lda_loso_accuracy, regression_score, ridge_loso_predictions};
+pub use classify::{
+    RegressionScore, chance_interval, lda_logo_accuracy, regression_score, ridge_logo_predictions,
+};
 pub use distance::{mean_pairwise_w1, wasserstein1};
 pub use features::{HISTOGRAM_BINS, histogram_features, image_features, pca_2d};
 pub use image::{
-    SsimOptions, gaussian_filter, gaussian_filter_axes, gradient_correlation, gradient_magnitude,
-    masked_correlation, masked_psnr, masked_ssim, ssim, ssim_map,
+    SsimOptions, fidelity, gaussian_filter, gaussian_filter_axes, gradient_correlation,
+    gradient_magnitude, mask_interior, masked_correlation, masked_psnr, masked_ssim, ssim,
+    ssim_map,
 };
 pub use site::{SiteEffect, SiteSample, index_labels, robust_range, site_effect};
 pub use table::{MethodMetrics, MetricTable};
-pub use tissue::{SegmentationOptions, TissueMixture, segment_tissues, tissue_dice};
+pub use tissue::{SegmentationOptions, TissueMixture, segment_tissues, tissue_dice, volume_change};
 
 /// Reference values computed by `scripts/metrics_expected.py` (SciPy, scikit-image).
 #[cfg(test)]

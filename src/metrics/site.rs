@@ -1,21 +1,23 @@
 //! How much site information a method's outputs still carry: the mean pairwise Wasserstein-1
-//! between the sites' pooled brain intensities and the leave-one-subject-out site-classifier
-//! accuracy, both computed on one common scale per method so that methods with other units
+//! between the sites' pooled brain intensities and the leave-one-group-out site-classifier
+//! accuracy (a group: the images of one source scan, or of one subject), both computed on one common scale per method so that methods with other units
 //! (z-scores, Nyúl's landmark scale, raw scanner units) compare.
 
 use rayon::prelude::*;
 
-use super::{lda_loso_accuracy, mean_pairwise_w1};
+use super::{lda_logo_accuracy, mean_pairwise_w1};
 
-/// One image of a method: its brain intensities, site index and subject index.
+/// One image of a method: its brain intensities, site index and cross-validation group.
 #[derive(Debug, Clone, Copy)]
 pub struct SiteSample<'a> {
     /// Intensities inside the brain mask.
     pub values: &'a [f32],
     /// Index of the image's site.
     pub site: usize,
-    /// Index of the image's subject (images of a subject are held out together).
-    pub subject: usize,
+    /// Index of the image's cross-validation group: its source scan on simulated data (every
+    /// subject made from one real scan shares its anatomy), else its subject. The images of a
+    /// group are held out together.
+    pub group: usize,
 }
 
 /// The site-effect figures of one method.
@@ -25,8 +27,8 @@ pub struct SiteEffect {
     pub range: (f64, f64),
     /// Mean pairwise W1 between sites on that scale (NaN with fewer than two sites).
     pub mean_pairwise_w1: f64,
-    /// Leave-one-subject-out LDA accuracy on the per-image features (None when it cannot be
-    /// estimated: one site, or too few subjects).
+    /// Leave-one-group-out LDA accuracy on the per-image features (None when it cannot be
+    /// estimated: one site, or fewer than two groups).
     pub site_accuracy: Option<f64>,
     /// Number of sites with at least one image.
     pub sites: usize,
@@ -70,11 +72,11 @@ where
         .map(|s| features(s.values, lo, hi))
         .collect();
     let labels: Vec<usize> = samples.iter().map(|s| s.site).collect();
-    let subjects: Vec<usize> = samples.iter().map(|s| s.subject).collect();
+    let groups_of: Vec<usize> = samples.iter().map(|s| s.group).collect();
     SiteEffect {
         range: (lo, hi),
         mean_pairwise_w1: mean_pairwise_w1(&groups),
-        site_accuracy: lda_loso_accuracy(&feats, &labels, &subjects, 0.5),
+        site_accuracy: lda_logo_accuracy(&feats, &labels, &groups_of, None),
         sites: groups.len(),
         features: feats,
     }
@@ -140,7 +142,7 @@ mod tests {
                 .map(|(k, v)| SiteSample {
                     values: v,
                     site: k % 2,
-                    subject: k,
+                    group: k,
                 })
                 .collect()
         }

@@ -74,6 +74,19 @@ impl Method {
             Method::None => "preprocessed: brain percentiles to [0, 1]",
         }
     }
+
+    /// Whether the method harmonises towards a target (a site or an image), so that an image
+    /// of the target itself should come back unchanged (the evaluation's identity check). The
+    /// baselines map every image to a fixed standard instead.
+    pub fn has_target(self) -> bool {
+        matches!(self, Method::Hcld)
+    }
+
+    /// Whether the method's outputs are in the preprocessed units (so a reference image needs no
+    /// map into them); the baselines fit a map per image or per group.
+    pub fn keeps_preprocessed_units(self) -> bool {
+        matches!(self, Method::Hcld | Method::None)
+    }
 }
 
 impl std::fmt::Display for Method {

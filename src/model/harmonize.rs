@@ -92,6 +92,19 @@ impl Harmonizer {
             .unwrap_or_default()
     }
 
+    /// The autoencoder's round trip of an image on the model grid: decode(encode(image)) from
+    /// the posterior mean, no diffusion. What the evaluation's `hcld-recon` row scores: the part
+    /// of HCLD's error that is compression, not harmonisation.
+    pub fn reconstruct(&self, image: &[f32]) -> Vec<f32> {
+        let x = grid_tensor(&[image], self.grid_shape(), &self.device.device);
+        let (mu, _) = self.model.autoencoder.encode(x);
+        let decoded = self.model.autoencoder.decode(mu);
+        tensor_values(decoded)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
     /// Harmonises an image on the model grid towards `target` (a scaled latent from
     /// [`Self::encode`]): AdaIN, DDIM inversion to t_k, sampling back conditioned on the target,
     /// decode. `stop` is checked before each UNet call.

@@ -243,8 +243,10 @@ pub fn group(
     let _lock = out.lock_named("group-report")?;
     let site_labels: Vec<&str> = items.iter().map(|i| i.site.label.as_str()).collect();
     let (sites, site_of) = index_labels(&site_labels);
-    let subject_labels: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
-    let (_, subject_of) = index_labels(&subject_labels);
+    // A simulation's sources are held out together, as `--evaluate` does; an unreadable ground
+    // truth is `--evaluate`'s to report, the report then holds out subjects.
+    let truth = super::evaluate::ground_truth(settings).ok().flatten();
+    let (cv, group_of) = super::evaluate::cv_groups(items, truth.as_ref());
     let mut sections = Vec::new();
 
     // Sites.
@@ -305,7 +307,7 @@ pub fn group(
             .map(|(k, v, _)| SiteSample {
                 values: v,
                 site: site_of[*k],
-                subject: subject_of[*k],
+                group: group_of[*k],
             })
             .collect();
         // The report's light version of `--evaluate`: the same site figures on the 64-bin
@@ -407,7 +409,7 @@ pub fn group(
     sections.push(Section {
         title: "Harmonisation metrics".into(),
         paragraphs: vec![
-            "Site predictability: leave-one-subject-out accuracy of a shrinkage linear discriminant predicting the site from each image's 64-bin brain histogram (lower is better; chance is 1/number of sites). Histogram distance: mean pairwise Wasserstein-1 distance between the sites' pooled brain intensities, in units of each method's pooled 1st–99th percentile range (lower is better). Anatomy kept: mean correlation of gradient-magnitude maps between the preprocessed and the harmonised image inside the brain (higher is better). SSIM, PSNR and tissue Dice against a traveling-subject target need ground truth, which only simulated data has.".into(),
+            format!("Site predictability: leave-one-{}-out accuracy of a shrinkage linear discriminant predicting the site from each image's 64-bin brain histogram (lower is better; chance is 1/number of sites). Histogram distance: mean pairwise Wasserstein-1 distance between the sites' pooled brain intensities, in units of each method's pooled 1st–99th percentile range (lower is better). Anatomy kept: mean correlation of gradient-magnitude maps between the preprocessed and the harmonised image inside the brain (higher is better). SSIM, PSNR and tissue Dice against a traveling-subject target need a reference of the same brain at the target site (group --evaluate).", cv.name()),
             "none = the preprocessed images (the identity baseline).".into(),
         ],
         tables: vec![Table {

@@ -653,3 +653,64 @@ fn a_target_image_is_encoded_once_and_used() {
         "{stderr}"
     );
 }
+
+/// Issue 17: with a model, `--evaluate` adds the autoencoder's round trip (`hcld-recon`) and the
+/// identity check of HCLD (the target site's images harmonised to their own site).
+#[test]
+fn evaluate_scores_the_autoencoder_round_trip_and_the_identity_check() {
+    let d = tempfile::tempdir().unwrap();
+    let out = fresh_copy(d.path());
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "participant",
+        "--method",
+        "hcld",
+        "zscore"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "group",
+        "--config",
+        "tiny",
+        "--epochs-ae",
+        "3",
+        "--epochs-ldm",
+        "6",
+        "--method",
+        "hcld",
+        "zscore",
+        "--evaluate"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("is current for these images"),
+        "the model was retrained: {stderr}"
+    );
+    let table: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
+    )
+    .unwrap();
+    let rows = table["methods"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["none", "zscore", "hcld", "hcld-recon"]);
+    // HCLD's target is HH (sub-01, sub-02): both are identity images; the baselines have none.
+    let row = |n: &str| rows.iter().find(|r| r["method"] == n).unwrap();
+    assert_eq!(row("hcld")["identity_images"], 2);
+    let identity = row("hcld")["identity_ssim"].as_f64().unwrap();
+    assert!(identity.is_finite() && identity <= 1.0, "{identity}");
+    assert_eq!(row("zscore")["identity_images"], 0);
+    assert!(row("zscore")["identity_ssim"].is_null());
+    // The round trip covers every image, in the preprocessed units.
+    let recon = row("hcld-recon");
+    assert_eq!(recon["images"], 4);
+    let g = recon["gradient_correlation"].as_f64().unwrap();
+    assert!(g.is_finite() && g > -1.0 && g < 1.0, "{g}");
+    let tsv = std::fs::read_to_string(out.join("evaluation/metrics.tsv")).unwrap();
+    assert!(
+        tsv.lines().any(|l| l.starts_with("hcld-recon\t4\t")),
+        "{tsv}"
+    );
+}

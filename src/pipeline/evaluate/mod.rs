@@ -1,41 +1,50 @@
 //! `group --evaluate`: the harmonisation metric table of `../shared/design/evaluation.md` for
-//! every method with outputs, from what is on disk. Site predictability, histogram distance,
-//! gradient correlation, tissue Dice against the preprocessed image and age predictability need
-//! only the outputs; with a traveling-subject ground truth (`hcld-simulate`), each image from
-//! another site is also compared with the same subject rendered at the target site, put through
-//! the same preprocessing (this image's registration and brain mask reused) and into the method's
-//! units (SSIM, PSNR, tissue Dice). The numbers are `metrics`'; writing is `derivatives`'.
+//! every method with outputs, from what is on disk. Site predictability (leave-one-source-out on
+//! simulated data, so anatomy cannot name the site), histogram distance, gradient correlation,
+//! tissue Dice against the preprocessed image and age predictability need only the outputs.
+//! Images from another site than the target are also compared with a reference of the same
+//! brain at the target site (SSIM, PSNR, tissue Dice, tissue-volume change): the traveling-subject
+//! ground truth of a simulation (`hcld-simulate`), put through this image's own registration and
+//! brain mask, or, on real data, the same participant's image acquired at the target site (a
+//! traveling-subject pair). Images of the target site itself give the identity check of methods
+//! that have a target. With an HCLD model, an `hcld-recon` row scores the autoencoder's round
+//! trip alone (encode → decode, no diffusion): its identity columns compare every image's round
+//! trip with its input (the compression loss), its reference columns read against `none`'s. The
+//! numbers are `metrics`'; writing is `derivatives`'.
 
-use std::collections::BTreeMap;
+mod reference;
+
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use serde_json::Value;
 
 use crate::bids::Layout;
-use crate::cli::{ExitStatus, Settings, TargetSpec};
+use crate::cli::{ExitStatus, Settings};
 use crate::derivatives::DerivativesDataset;
 use crate::metrics::{
-    MethodMetrics, MetricTable, SegmentationOptions, SiteSample, SsimOptions, gradient_correlation,
-    image_features, index_labels, masked_psnr, masked_ssim, regression_score,
-    ridge_loso_predictions, segment_tissues, site_effect, tissue_dice,
+    MethodMetrics, MetricTable, SegmentationOptions, SiteSample, chance_interval, fidelity,
+    gradient_correlation, image_features, index_labels, regression_score, ridge_logo_predictions,
+    segment_tissues, site_effect, tissue_dice, volume_change,
 };
 use crate::model::baselines::{Method, NyulLandmarks, brain_values, fit_map};
-use crate::preprocess::itk::WorldAffine;
-use crate::preprocess::mask::{BrainMask, MaskSource};
-use crate::preprocess::t1w::{KnownRegistration, preprocess_t1w};
+use crate::preprocess::resample::Grid;
 use crate::simulate::dataset::GroundTruth;
-use crate::volume::{Volume, read_nifti, to_closest_canonical};
+use crate::volume::{Volume, read_nifti};
 
 use super::PipelineError;
 use super::group::GroupItem;
-use super::harmonize::{read_nyul, template_paths};
-use super::participant::{OutputNames, options};
+use super::harmonize::{
+    find_model, from_model_grid, load_harmonizer, network_pool, read_nyul, template_paths,
+    to_model_grid,
+};
+use reference::{Reference, Target, pair_reference, partner_at, simulated_reference, target};
 
 /// Every ~`SUBSAMPLE`-th brain voxel feeds the distributions (as the group report).
 const SUBSAMPLE: usize = 5;
 /// Ridge penalty of the age regressor (per sample, on standardised features).
 const AGE_RIDGE_LAMBDA: f64 = 1.0;
+/// The coverage of the chance interval reported next to the site accuracy.
+const CHANCE_LEVEL: f64 = 0.95;
 
 fn eval_err(message: String) -> PipelineError {
     PipelineError::Setup {
@@ -44,139 +53,78 @@ fn eval_err(message: String) -> PipelineError {
     }
 }
 
+/// What the site classifier holds out together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CvGroups {
+    /// Every subject made from one source scan (simulated data: they share anatomy and texture).
+    Source,
+    /// Every image of one subject.
+    Subject,
+}
+
+impl CvGroups {
+    /// The name written to the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            CvGroups::Source => "source",
+            CvGroups::Subject => "subject",
+        }
+    }
+}
+
+/// The site classifier's cross-validation group of every item: its source scan when a
+/// simulation's manifest gives one for every item, else its subject. (A `source` column of a
+/// real dataset's `participants.tsv` may mean a cohort, which can coincide with the site, so
+/// only the simulator's own record is trusted.)
+pub fn cv_groups(items: &[GroupItem], truth: Option<&GroundTruth>) -> (CvGroups, Vec<usize>) {
+    let sources: Option<Vec<String>> = truth.and_then(|t| {
+        items
+            .iter()
+            .map(|item| {
+                t.subject(item.job.subject())
+                    .map(|s| (s.params.source + 1).to_string())
+            })
+            .collect()
+    });
+    match sources {
+        Some(s) if !items.is_empty() => (CvGroups::Source, index_labels(&s).1),
+        _ => {
+            let subjects: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
+            (CvGroups::Subject, index_labels(&subjects).1)
+        }
+    }
+}
+
+/// The ground truth of a simulated BIDS_DIR (`--ground-truth`, else
+/// `BIDS_DIR/sourcedata/ground-truth`), if there is one.
+pub fn ground_truth(settings: &Settings) -> Result<Option<GroundTruth>, PipelineError> {
+    match settings
+        .ground_truth
+        .clone()
+        .or_else(|| GroundTruth::find(&settings.bids_dir))
+    {
+        Some(dir) => Ok(Some(
+            GroundTruth::open(&dir).map_err(|e| eval_err(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// One image's template-space inputs, read once for every method.
 struct ItemData {
     preproc: Volume,
     mask: Vec<bool>,
     source_labels: Vec<u8>,
-    /// The ground truth at the target site, preprocessed like this image (when there is one and
-    /// the image is from another site).
-    reference: Option<Volume>,
-}
-
-/// A first Target → Label found in a sidecar (HCLD outputs record the target there).
-fn target_label(v: &Value) -> Option<String> {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::Object(t)) = m.get("Target")
-                && t.get("Kind").and_then(Value::as_str) == Some("site")
-                && let Some(Value::String(l)) = t.get("Label")
-            {
-                return Some(l.clone());
-            }
-            m.values().find_map(target_label)
-        }
-        _ => None,
-    }
-}
-
-/// The site ground-truth metrics compare against: `--target-site`, else the site HCLD outputs
-/// were harmonised to, else the site with the most images.
-fn target_site(
-    items: &[GroupItem],
-    settings: &Settings,
-    out: &DerivativesDataset,
-) -> Option<String> {
-    if let Some(TargetSpec::Site(s)) = &settings.target {
-        return Some(s.clone());
-    }
-    for item in items {
-        if let Ok((output, _, _)) =
-            template_paths(&item.job, Method::Hcld, settings.output_resolution, out)
-        {
-            let sidecar = output.with_file_name(
-                output
-                    .file_name()
-                    .map(|n| n.to_string_lossy().replace(".nii.gz", ".json"))
-                    .unwrap_or_default(),
-            );
-            if let Ok(text) = std::fs::read_to_string(&sidecar)
-                && let Ok(v) = serde_json::from_str::<Value>(&text)
-                && let Some(l) = target_label(&v)
-            {
-                return Some(l);
-            }
-        }
-    }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in items {
-        *counts.entry(i.site.label.as_str()).or_default() += 1;
-    }
-    counts
-        .iter()
-        .max_by_key(|(l, n)| (**n, std::cmp::Reverse(**l)))
-        .map(|(l, _)| l.to_string())
-}
-
-/// The ground truth of `item` at `site`, preprocessed with the item's own registration and brain
-/// mask (read from OUTPUT_DIR), so it differs from the item only by the site.
-fn reference_for(
-    item: &GroupItem,
-    truth: &GroundTruth,
-    site: &str,
-    settings: &Settings,
-    out: &DerivativesDataset,
-) -> Result<Option<Volume>, PipelineError> {
-    if item.site.label == site {
-        return Ok(None);
-    }
-    let Some(path) = truth.image(item.job.subject(), site) else {
-        return Ok(None);
-    };
-    let names = OutputNames::new(&item.job, settings.output_resolution);
-    let shown = |p: &PathBuf| p.display().to_string();
-    let (gt, _) = read_nifti(&path)
-        .map_err(|e| eval_err(format!("{}: {e}; regenerate the simulation", shown(&path))))?;
-    let gt = to_closest_canonical(&gt);
-    let mask_path = out.path(&names.native_mask)?;
-    let (mask, _) = read_nifti(&mask_path).map_err(|e| {
-        eval_err(format!(
-            "{}: {e}; rerun the participant level",
-            shown(&mask_path)
-        ))
-    })?;
-    let xfm_path = out.path(&names.t1w_to_template)?;
-    let text = std::fs::read_to_string(&xfm_path).map_err(|e| {
-        eval_err(format!(
-            "{}: {e}; rerun the participant level",
-            shown(&xfm_path)
-        ))
-    })?;
-    let template_to_t1w = WorldAffine::from_itk_text(&text)
-        .map_err(|e| eval_err(format!("{}: {e}", shown(&xfm_path))))?;
-    if mask.dims() != gt.dims() {
-        return Err(eval_err(format!(
-            "{}: grid {:?} differs from the subject's image {:?}; the ground truth belongs to another dataset",
-            shown(&path),
-            gt.dims(),
-            mask.dims()
-        )));
-    }
-    let given = BrainMask {
-        voxels: mask.data().iter().map(|&v| v > 0.5).collect(),
-        source: MaskSource::Derivatives {
-            file: shown(&mask_path),
-        },
-    };
-    let metadata = serde_json::Map::new();
-    let mut opts = options(settings, &metadata);
-    opts.skull_stripped = Some("ground truth of a skull-stripped simulation".into());
-    let pre = preprocess_t1w(
-        &gt,
-        Some(given),
-        Some(KnownRegistration::Transform {
-            template_to_t1w,
-            file: shown(&xfm_path),
-        }),
-        &opts,
-    )
-    .map_err(|e| eval_err(format!("{}: {e}", shown(&path))))?;
-    Ok(Some(pre.template))
+    reference: Option<Reference>,
+    /// The image was acquired at the target site (identity check).
+    at_target: bool,
 }
 
 fn read_item(
     item: &GroupItem,
-    truth: Option<(&GroundTruth, &str)>,
+    items: &[GroupItem],
+    truth: Option<&GroundTruth>,
+    target: Option<&str>,
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<ItemData, PipelineError> {
@@ -192,11 +140,27 @@ fn read_item(
         &SegmentationOptions::default(),
     )
     .map_err(|e| eval_err(format!("{}: {e}", item.template.display())))?;
-    let reference = match truth {
-        Some((t, site)) => reference_for(item, t, site, settings, out)?,
-        None => None,
+    let reference = match (truth, target) {
+        (Some(t), Some(site)) => simulated_reference(item, t, site, &mask, settings, out)?,
+        (None, Some(site)) if item.site.label != site => match partner_at(item, items, site) {
+            // A pair that cannot be compared costs this image its reference, not the table.
+            Some(p) => match pair_reference(item, &preproc, p, &mask, settings, out) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(
+                        "evaluation: {}: no reference from {}: {e}",
+                        item.job.label(),
+                        p.job.label()
+                    );
+                    None
+                }
+            },
+            None => None,
+        },
+        _ => None,
     };
     Ok(ItemData {
+        at_target: target == Some(item.site.label.as_str()),
         preproc,
         mask,
         source_labels,
@@ -204,66 +168,126 @@ fn read_item(
     })
 }
 
-/// Per image and method: what the table aggregates.
+/// A row of the table: a method's outputs, or the autoencoder's round trip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Row {
+    Method(Method),
+    /// `hcld-recon`: decode(encode(image)), no diffusion.
+    Reconstruction,
+}
+
+impl Row {
+    fn name(self) -> &'static str {
+        match self {
+            Row::Method(m) => m.name(),
+            Row::Reconstruction => "hcld-recon",
+        }
+    }
+}
+
+/// Per image and row: what the table aggregates.
 struct Scored {
     item: usize,
     values: Vec<f32>,
     gradient: f64,
     dice_vs_source: f64,
-    /// (SSIM, PSNR, tissue Dice) against the ground truth.
-    truth: Option<(f64, f64, f64)>,
+    truth: Option<TruthScores>,
+    /// SSIM of the output with its own input: for HCLD, of a target-site image harmonised to
+    /// its own site; for the round trip, of every image.
+    identity: Option<f64>,
 }
 
-fn score(
-    method: Method,
+/// An output against the reference of the same brain at the target site.
+#[derive(Debug, Clone, Copy)]
+struct TruthScores {
+    ssim: f64,
+    psnr: f64,
+    dice: f64,
+    volume_change: Option<f64>,
+}
+
+/// The output of `row` for item `k`, on the template grid.
+fn output_image(
+    row: Row,
     k: usize,
     item: &GroupItem,
     data: &ItemData,
-    nyul: Option<&NyulLandmarks>,
+    reconstructions: Option<&[Volume]>,
     settings: &Settings,
     out: &DerivativesDataset,
+) -> Option<Volume> {
+    match row {
+        Row::Method(Method::None) => Some(data.preproc.clone()),
+        Row::Method(m) => {
+            let (output, _, _) =
+                template_paths(&item.job, m, settings.output_resolution, out).ok()?;
+            read_nifti(&output).ok().map(|r| r.0)
+        }
+        Row::Reconstruction => reconstructions.and_then(|r| r.get(k).cloned()),
+    }
+}
+
+fn score(
+    row: Row,
+    k: usize,
+    image: &Volume,
+    data: &ItemData,
+    nyul: Option<&NyulLandmarks>,
+    hcld_to_site: bool,
 ) -> Option<Scored> {
-    let image = if method == Method::None {
-        data.preproc.clone()
-    } else {
-        let (output, _, _) =
-            template_paths(&item.job, method, settings.output_resolution, out).ok()?;
-        read_nifti(&output).ok()?.0
-    };
     if image.data().len() != data.mask.len() {
         return None;
     }
     let seg = SegmentationOptions::default();
     let (labels, _) = segment_tissues(image.data(), image.dims(), &data.mask, &seg).ok()?;
     let dice_vs_source = tissue_dice(&labels, &data.source_labels).1;
-    let gradient = if method == Method::None {
+    let gradient = if row == Row::Method(Method::None) {
         1.0
     } else {
-        gradient_correlation(&data.preproc, &image, &data.mask)
+        gradient_correlation(&data.preproc, image, &data.mask)
     };
     let truth = data.reference.as_ref().and_then(|r| {
-        // The ground truth in the method's units: intensity maps are fitted on it as on any image.
-        let reference: Vec<f32> = match method {
-            Method::None | Method::Hcld => r.data().to_vec(),
-            m => {
-                let (map, _) = fit_map(m, &brain_values(r.data(), &data.mask), nyul).ok()?;
-                map.apply_masked(r.data(), &data.mask)
+        // The reference in the method's units: intensity maps are fitted on it as on any image.
+        let reference: Vec<f32> = match row {
+            Row::Method(m) if !m.keeps_preprocessed_units() => {
+                let (map, _) = fit_map(m, &brain_values(r.image.data(), &r.mask), nyul).ok()?;
+                map.apply_masked(r.image.data(), &r.mask)
             }
+            _ => r.image.data().to_vec(),
         };
-        let brain = brain_values(&reference, &data.mask);
-        let (lo, hi) = brain
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-        let range = (hi - lo) as f64;
-        if range <= 0.0 {
-            return None;
+        let (ssim, psnr) = fidelity(&reference, image.data(), image.dims(), &r.mask)?;
+        let own_labels = if r.mask == data.mask {
+            labels.clone()
+        } else {
+            segment_tissues(image.data(), image.dims(), &r.mask, &seg)
+                .ok()?
+                .0
+        };
+        let (ref_labels, _) = segment_tissues(&reference, image.dims(), &r.mask, &seg).ok()?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let count = |l: &[u8], c: u8| l.iter().filter(|&&v| v == c).count();
+            tracing::debug!(
+                "evaluation: {} image {k}: CSF/GM/WM voxels {:?} vs reference {:?}",
+                row.name(),
+                [1, 2, 3].map(|c| count(&own_labels, c)),
+                [1, 2, 3].map(|c| count(&ref_labels, c))
+            );
         }
-        let o = SsimOptions::new(range);
-        let ssim = masked_ssim(&reference, image.data(), image.dims(), &data.mask, &o);
-        let psnr = masked_psnr(&reference, image.data(), &data.mask, range);
-        let (ref_labels, _) = segment_tissues(&reference, image.dims(), &data.mask, &seg).ok()?;
-        Some((ssim, psnr, tissue_dice(&labels, &ref_labels).1))
+        Some(TruthScores {
+            ssim,
+            psnr,
+            dice: tissue_dice(&own_labels, &ref_labels).1,
+            volume_change: volume_change(&own_labels, &ref_labels),
+        })
     });
+    let identity_check = match row {
+        Row::Method(m) => m.has_target() && hcld_to_site && data.at_target,
+        Row::Reconstruction => true,
+    };
+    let identity = identity_check
+        .then(|| fidelity(data.preproc.data(), image.data(), image.dims(), &data.mask))
+        .flatten()
+        .map(|(ssim, _)| ssim);
     let values = brain_values(image.data(), &data.mask)
         .into_iter()
         .step_by(SUBSAMPLE)
@@ -274,6 +298,7 @@ fn score(
         gradient,
         dice_vs_source,
         truth,
+        identity,
     })
 }
 
@@ -284,6 +309,131 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| s / n as f64)
 }
 
+/// The autoencoder round trip of every image with the HCLD model of OUTPUT_DIR (or `--model`),
+/// masked like HCLD's outputs; `None` when there is no model (or several and none chosen).
+fn reconstructions(
+    data: &[ItemData],
+    settings: &Settings,
+    out: &DerivativesDataset,
+) -> Result<Option<Vec<Volume>>, PipelineError> {
+    let dir = match find_model(settings, out) {
+        Ok(d) => d,
+        Err(PipelineError::Setup { message, .. }) => {
+            tracing::info!("evaluation: no hcld-recon row: {message}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let started = std::time::Instant::now();
+    let harmonizer = load_harmonizer(settings, &dir)?;
+    let grid = harmonizer.model().manifest.config.grid.clone();
+    let pool = network_pool(settings)?;
+    let recon = pool.install(|| {
+        data.iter()
+            .map(|d| -> Result<Volume, String> {
+                let input = to_model_grid(&d.preproc, &grid)?;
+                let values = harmonizer.reconstruct(&input);
+                let on = from_model_grid(values, &grid, &Grid::of(&d.preproc))?;
+                let masked = on
+                    .data()
+                    .iter()
+                    .zip(&d.mask)
+                    .map(|(&v, &m)| if m { v } else { 0.0 })
+                    .collect();
+                d.preproc.with_data(masked)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let recon = recon.map_err(|e| eval_err(format!("{}: hcld-recon: {e}", dir.display())))?;
+    tracing::info!(
+        "evaluation: {} autoencoder round trips with {} in {:.1} s",
+        recon.len(),
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(recon))
+}
+
+/// The ages of `participants.tsv`, per item.
+fn ages(items: &[GroupItem], layout: &Layout) -> Vec<Option<f64>> {
+    items
+        .iter()
+        .map(|i| {
+            let key = format!("sub-{}", i.job.subject());
+            layout
+                .participants()
+                .and_then(|t| t.get(&key, "age"))
+                .and_then(|a| a.trim().parse::<f64>().ok())
+                .filter(|a| a.is_finite())
+        })
+        .collect()
+}
+
+/// The table row of one method from its scored images.
+fn aggregate(
+    row: Row,
+    scored: &[Scored],
+    site_of: &[usize],
+    groups: (CvGroups, &[usize]),
+    ages: &[Option<f64>],
+) -> MethodMetrics {
+    let mut m = MethodMetrics::new(row.name());
+    m.images = scored.len();
+    let samples: Vec<SiteSample<'_>> = scored
+        .iter()
+        .map(|s| SiteSample {
+            values: &s.values,
+            site: site_of[s.item],
+            group: groups.1[s.item],
+        })
+        .collect();
+    let effect = site_effect(&samples, image_features);
+    m.sites = effect.sites;
+    let chance = 1.0 / effect.sites.max(1) as f64;
+    m.site_chance = Some(chance);
+    if effect.site_accuracy.is_some() {
+        let (lo, hi) = chance_interval(scored.len(), chance, CHANCE_LEVEL);
+        m.site_chance_low = Some(lo);
+        m.site_chance_high = Some(hi);
+        m.site_cv = Some(groups.0.name().to_string());
+    }
+    m.mean_pairwise_w1 = Some(effect.mean_pairwise_w1).filter(|v| v.is_finite());
+    m.site_accuracy = effect.site_accuracy;
+    m.gradient_correlation = mean(scored.iter().map(|s| s.gradient));
+    m.tissue_dice_vs_source = mean(scored.iter().map(|s| s.dice_vs_source));
+    let truths: Vec<TruthScores> = scored.iter().filter_map(|s| s.truth).collect();
+    m.ground_truth_images = truths.len();
+    m.ssim = mean(truths.iter().map(|t| t.ssim));
+    m.psnr = mean(truths.iter().map(|t| t.psnr));
+    m.tissue_dice = mean(truths.iter().map(|t| t.dice));
+    m.volume_change = mean(truths.iter().filter_map(|t| t.volume_change));
+    let identity: Vec<f64> = scored.iter().filter_map(|s| s.identity).collect();
+    m.identity_images = identity.len();
+    m.identity_ssim = mean(identity.into_iter());
+    // Age is predicted with the same held-out groups: subjects made from one source share
+    // anatomy, which must not carry an age from training into the held-out fold.
+    let with_age: Vec<usize> = (0..scored.len())
+        .filter(|&j| ages[scored[j].item].is_some())
+        .collect();
+    if with_age.len() >= 3 {
+        let f: Vec<Vec<f64>> = with_age
+            .iter()
+            .map(|&j| effect.features[j].clone())
+            .collect();
+        let a: Vec<f64> = with_age
+            .iter()
+            .map(|&j| ages[scored[j].item].unwrap_or_default())
+            .collect();
+        let g: Vec<usize> = with_age.iter().map(|&j| groups.1[scored[j].item]).collect();
+        if let Some(p) = ridge_logo_predictions(&f, &a, &g, AGE_RIDGE_LAMBDA) {
+            let s = regression_score(&p, &a);
+            m.age_r = Some(s.r).filter(|v| v.is_finite());
+            m.age_mae = Some(s.mae);
+        }
+    }
+    m
+}
+
 /// Computes the table over `items` (the group level's preprocessed images).
 pub fn evaluate(
     items: &[GroupItem],
@@ -291,17 +441,11 @@ pub fn evaluate(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<MetricTable, PipelineError> {
-    let truth = match settings
-        .ground_truth
-        .clone()
-        .or_else(|| GroundTruth::find(&settings.bids_dir))
-    {
-        Some(dir) => Some(GroundTruth::open(&dir).map_err(|e| eval_err(e.to_string()))?),
-        None => None,
-    };
-    let target = truth
-        .as_ref()
-        .and_then(|_| target_site(items, settings, out));
+    let truth = ground_truth(settings)?;
+    let Target {
+        site: target,
+        hcld_to_site,
+    } = target(items, settings, out);
     if let (Some(t), Some(site)) = (&truth, &target)
         && !t.manifest.sites.iter().any(|s| &s.label == site)
     {
@@ -324,38 +468,47 @@ pub fn evaluate(
     let started = std::time::Instant::now();
     let data: Vec<ItemData> = items
         .par_iter()
-        .map(|item| read_item(item, truth.as_ref().zip(target.as_deref()), settings, out))
+        .map(|item| {
+            read_item(
+                item,
+                items,
+                truth.as_ref(),
+                target.as_deref(),
+                settings,
+                out,
+            )
+        })
         .collect::<Result<_, _>>()?;
+    let references = data.iter().filter(|d| d.reference.is_some()).count();
     tracing::info!(
-        "evaluation: {} images read{} in {:.1} s",
+        "evaluation: {} images read in {:.1} s; {references} have a reference at target site {} ({})",
         items.len(),
+        started.elapsed().as_secs_f64(),
+        target.as_deref().unwrap_or("n/a"),
         if truth.is_some() {
-            " with their ground truth"
+            "simulated ground truth"
         } else {
-            ""
-        },
-        started.elapsed().as_secs_f64()
+            "traveling-subject pairs of BIDS_DIR"
+        }
     );
     let site_labels: Vec<&str> = items.iter().map(|i| i.site.label.as_str()).collect();
     let (sites, site_of) = index_labels(&site_labels);
-    let subject_labels: Vec<&str> = items.iter().map(|i| i.job.subject()).collect();
-    let (_, subject_of) = index_labels(&subject_labels);
-    let ages: Vec<Option<f64>> = items
-        .iter()
-        .map(|i| {
-            let key = format!("sub-{}", i.job.subject());
-            layout
-                .participants()
-                .and_then(|t| t.get(&key, "age"))
-                .and_then(|a| a.trim().parse::<f64>().ok())
-                .filter(|a| a.is_finite())
-        })
-        .collect();
+    let (cv, groups) = cv_groups(items, truth.as_ref());
+    let ages = ages(items, layout);
+    // A model that cannot be loaded or run costs the table its hcld-recon row only.
+    let reconstructions = reconstructions(&data, settings, out).unwrap_or_else(|e| {
+        tracing::warn!("evaluation: no hcld-recon row: {e}");
+        None
+    });
     let mut rows = Vec::new();
-    for &method in Method::ALL.iter() {
-        if method == Method::Nyul && nyul.is_none() && data.iter().any(|d| d.reference.is_some()) {
+    let all_rows = Method::ALL
+        .iter()
+        .map(|&m| Row::Method(m))
+        .chain(std::iter::once(Row::Reconstruction));
+    for row in all_rows {
+        if row == Row::Method(Method::Nyul) && nyul.is_none() && references > 0 {
             tracing::warn!(
-                "evaluation: {}: no Nyúl landmarks, so nyul is scored without ground truth",
+                "evaluation: {}: no Nyúl landmarks, so nyul is scored without a reference",
                 nyul_path.display()
             );
         }
@@ -363,61 +516,32 @@ pub fn evaluate(
             .par_iter()
             .zip(&data)
             .enumerate()
-            .filter_map(|(k, (item, d))| score(method, k, item, d, nyul.as_ref(), settings, out))
+            .filter_map(|(k, (item, d))| {
+                let image =
+                    output_image(row, k, item, d, reconstructions.as_deref(), settings, out)?;
+                score(row, k, &image, d, nyul.as_ref(), hcld_to_site)
+            })
             .collect();
         if scored.is_empty() {
             continue;
         }
-        let mut row = MethodMetrics::new(method.name());
-        row.images = scored.len();
-        let samples: Vec<SiteSample<'_>> = scored
-            .iter()
-            .map(|s| SiteSample {
-                values: &s.values,
-                site: site_of[s.item],
-                subject: subject_of[s.item],
-            })
-            .collect();
-        let effect = site_effect(&samples, image_features);
-        row.sites = effect.sites;
-        row.site_chance = Some(1.0 / effect.sites.max(1) as f64);
-        row.mean_pairwise_w1 = Some(effect.mean_pairwise_w1).filter(|v| v.is_finite());
-        row.site_accuracy = effect.site_accuracy;
-        let features = effect.features;
-        row.gradient_correlation = mean(scored.iter().map(|s| s.gradient));
-        row.tissue_dice_vs_source = mean(scored.iter().map(|s| s.dice_vs_source));
-        let truths: Vec<(f64, f64, f64)> = scored.iter().filter_map(|s| s.truth).collect();
-        row.ground_truth_images = truths.len();
-        row.ssim = mean(truths.iter().map(|t| t.0));
-        row.psnr = mean(truths.iter().map(|t| t.1));
-        row.tissue_dice = mean(truths.iter().map(|t| t.2));
-        let with_age: Vec<usize> = (0..scored.len())
-            .filter(|&j| ages[scored[j].item].is_some())
-            .collect();
-        if with_age.len() >= 3 {
-            let f: Vec<Vec<f64>> = with_age.iter().map(|&j| features[j].clone()).collect();
-            let a: Vec<f64> = with_age
-                .iter()
-                .map(|&j| ages[scored[j].item].unwrap_or_default())
-                .collect();
-            let g: Vec<usize> = with_age.iter().map(|&j| samples[j].subject).collect();
-            if let Some(p) = ridge_loso_predictions(&f, &a, &g, AGE_RIDGE_LAMBDA) {
-                let s = regression_score(&p, &a);
-                row.age_r = Some(s.r).filter(|v| v.is_finite());
-                row.age_mae = Some(s.mae);
-            }
-        }
-        rows.push(row);
+        rows.push(aggregate(row, &scored, &site_of, (cv, &groups), &ages));
+        tracing::info!(
+            "evaluation: {} scored ({} images, {:.1} s so far)",
+            row.name(),
+            scored.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
-    tracing::info!(
-        "evaluation: {} methods scored in {:.1} s",
-        rows.len(),
-        started.elapsed().as_secs_f64()
-    );
     Ok(MetricTable {
         sites,
         target_site: target,
-        ground_truth: truth.map(|t| t.root().display().to_string()),
+        ground_truth: match &truth {
+            Some(t) => Some(t.root().display().to_string()),
+            None if references > 0 => Some("traveling-subject pairs in BIDS_DIR".into()),
+            None => None,
+        },
+        site_cv: Some(cv.name().to_string()),
         rows,
     })
 }
