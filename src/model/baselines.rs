@@ -102,7 +102,7 @@ impl std::str::FromStr for Method {
             .into_iter()
             .find(|m| m.name() == s.to_ascii_lowercase())
             .ok_or_else(|| {
-                format!("unknown method '{s}'; use one of hcld, nyul, whitestripe, zscore, none")
+                format!("unknown method '{s}'; use one of hcld, nyul, whitestripe, zscore, none, or all (every method)")
             })
     }
 }

@@ -31,6 +31,50 @@ fn simulate(out: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// group → participant → group --evaluate with `methods` to `target` site (the participant
+/// level skipped when `participant` is false: `none` needs only the group level's images);
+/// returns `evaluation/evaluation.json`.
+fn evaluate_with(
+    bids: &Path,
+    out: &Path,
+    work: &Path,
+    methods: &[&str],
+    target: &str,
+    participant: bool,
+) -> serde_json::Value {
+    let levels: &[&str] = if participant {
+        &["group", "participant"]
+    } else {
+        &["group"]
+    };
+    let method_args = || {
+        std::iter::once("--method")
+            .chain(methods.iter().copied())
+            .map(std::ffi::OsString::from)
+    };
+    for level in levels {
+        let mut a = args![bids, out, level, "-w", work];
+        a.extend(method_args());
+        let (code, err) = run(a);
+        assert_eq!(code, 0, "{level}: {err}");
+    }
+    let mut a = args![
+        bids,
+        out,
+        "group",
+        "-w",
+        work,
+        "--evaluate",
+        "--target-site",
+        target
+    ];
+    a.extend(method_args());
+    let (code, err) = run(a);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn simulator_ground_truth_is_exact_and_documented() {
     let tmp = tempfile::tempdir().unwrap();
@@ -163,31 +207,15 @@ fn evaluate_scores_every_method_against_the_simulated_ground_truth() {
     let (code, err) = simulate(&bids, &["--subjects", "6", "--sites", "3", "--seed", "1"]);
     assert_eq!(code, 0, "{err}");
     let before = tree_state(&bids);
-    let methods = ["--method", "nyul", "whitestripe", "zscore", "none"];
-    for level in ["group", "participant"] {
-        let mut a = args![bids, out, level, "-w", work];
-        a.extend(methods.iter().map(|m| std::ffi::OsString::from(*m)));
-        let (code, err) = run(a);
-        assert_eq!(code, 0, "{level}: {err}");
-    }
-    let mut a = args![
-        bids,
-        out,
-        "group",
-        "-w",
-        work,
-        "--evaluate",
-        "--target-site",
-        "A"
-    ];
-    a.extend(methods.iter().map(|m| std::ffi::OsString::from(*m)));
-    let (code, err) = run(a);
-    assert_eq!(code, 0, "{err}");
+    let table = evaluate_with(
+        &bids,
+        &out,
+        &work,
+        &["nyul", "whitestripe", "zscore", "none"],
+        "A",
+        true,
+    );
     assert_eq!(before, tree_state(&bids), "BIDS_DIR changed");
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
-    )
-    .unwrap();
     assert_eq!(table["target_site"], "A");
     let rows = table["methods"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
@@ -304,25 +332,7 @@ fn site_classifier_is_at_chance_without_site_effects_and_finds_strong_ones() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let (code, err) = run(args![bids, out, "group", "--method", "none", "-w", work]);
-        assert_eq!(code, 0, "{err}");
-        let (code, err) = run(args![
-            bids,
-            out,
-            "group",
-            "--method",
-            "none",
-            "-w",
-            work,
-            "--evaluate",
-            "--target-site",
-            "A"
-        ]);
-        assert_eq!(code, 0, "{err}");
-        let table: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
-        )
-        .unwrap();
+        let table = evaluate_with(&bids, &out, &work, &["none"], "A", false);
         let none = &table["methods"][0];
         assert_eq!(none["method"], "none");
         assert_eq!(none["site_cv"], "source", "{none}");
@@ -396,30 +406,7 @@ fn a_traveling_subject_pair_is_scored_against_its_partner() {
         "session_id\tsite\nses-1\tNorm\nses-2\tRaw\n",
     )
     .unwrap();
-    let methods = ["--method", "none", "zscore", "nyul"];
-    for level in ["group", "participant"] {
-        let mut a = args![bids, out, level, "-w", work];
-        a.extend(methods.iter().map(std::ffi::OsString::from));
-        let (code, err) = run(a);
-        assert_eq!(code, 0, "{level}: {err}");
-    }
-    let mut a = args![
-        bids,
-        out,
-        "group",
-        "-w",
-        work,
-        "--evaluate",
-        "--target-site",
-        "Raw"
-    ];
-    a.extend(methods.iter().map(std::ffi::OsString::from));
-    let (code, err) = run(a);
-    assert_eq!(code, 0, "{err}");
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
-    )
-    .unwrap();
+    let table = evaluate_with(&bids, &out, &work, &["none", "zscore", "nyul"], "Raw", true);
     assert_eq!(table["ground_truth"], "traveling-subject pairs in BIDS_DIR");
     assert_eq!(table["target_site"], "Raw");
     assert_eq!(table["site_cv"], "subject");
