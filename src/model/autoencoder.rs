@@ -14,6 +14,7 @@ use burn::tensor::activation::silu;
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
 use super::blocks::{
     Downsample, Level, Middle, ResBlock, ResBlockConfig, Upsample, conv1, conv3, validate_levels,
+    validate_numerics,
 };
 
 /// Configuration of [`AutoencoderKl`] (every architecture number is a field).
@@ -60,6 +61,12 @@ impl AutoencoderConfig {
             &self.channels,
             &self.attention_levels,
             self.norm_groups,
+        )?;
+        validate_numerics(
+            "autoencoder",
+            self.norm_eps,
+            self.attention_query_chunk,
+            self.attention_key_chunk,
         )?;
         if self.latent_channels == 0 || self.image_channels == 0 || self.res_blocks == 0 {
             return Err("autoencoder: channel and block counts must be positive".into());

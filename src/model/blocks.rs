@@ -41,6 +41,29 @@ pub fn validate_levels(
     Ok(())
 }
 
+/// Checks a network's numeric settings: a GroupNorm epsilon that is positive and finite (0 divides
+/// by zero on a flat patch) and attention chunk sizes of at least 1 (a chunk of 0 makes no
+/// progress: burn panics on it).
+pub fn validate_numerics(
+    network: &str,
+    norm_eps: f64,
+    query_chunk: usize,
+    key_chunk: usize,
+) -> Result<(), String> {
+    if !(norm_eps > 0.0 && norm_eps.is_finite()) {
+        return Err(format!(
+            "{network}: norm_eps {norm_eps} must be positive; give a small value such as 1e-6"
+        ));
+    }
+    if query_chunk == 0 || key_chunk == 0 {
+        return Err(format!(
+            "{network}: attention_query_chunk {query_chunk} and attention_key_chunk {key_chunk}: \
+             give chunk sizes of at least 1 (e.g. 1024 and 4096)"
+        ));
+    }
+    Ok(())
+}
+
 /// A 3³ convolution with "same" padding.
 pub fn conv3(in_channels: usize, out_channels: usize, device: &Device) -> Conv3d {
     Conv3dConfig::new([in_channels, out_channels], [3, 3, 3])

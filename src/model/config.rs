@@ -476,5 +476,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cpu, reference, tiny"), "{e}");
+        // Numbers the networks would panic or divide by zero on.
+        let mut c = HcldConfig::preset("tiny").unwrap();
+        c.autoencoder.attention_query_chunk = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("autoencoder: attention_query_chunk 0"), "{e}");
+        let mut c = HcldConfig::preset("tiny").unwrap();
+        c.unet.attention_key_chunk = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("UNet: attention_query_chunk"), "{e}");
+        for eps in [0.0, -1e-6, f64::NAN] {
+            let mut c = HcldConfig::preset("tiny").unwrap();
+            c.unet.norm_eps = eps;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("norm_eps"), "{eps}: {e}");
+        }
     }
 }

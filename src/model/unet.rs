@@ -15,6 +15,7 @@ use burn::tensor::activation::silu;
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
 use super::blocks::{
     Downsample, Level, Middle, ResBlock, ResBlockConfig, Upsample, conv3, validate_levels,
+    validate_numerics,
 };
 use super::time_embedding::{TimeEmbedding, TimeEmbeddingConfig};
 
@@ -63,6 +64,12 @@ impl UnetConfig {
             &self.channels,
             &self.attention_levels,
             self.norm_groups,
+        )?;
+        validate_numerics(
+            "UNet",
+            self.norm_eps,
+            self.attention_query_chunk,
+            self.attention_key_chunk,
         )?;
         if self.in_channels == 0 || self.out_channels == 0 || self.res_blocks == 0 {
             return Err("UNet: channel and block counts must be positive".into());

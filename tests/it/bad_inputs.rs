@@ -610,6 +610,11 @@ fn bad_command_lines_and_unwritable_outputs() {
     let before = tree_state(&bids);
     let file = d.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
+    // A model configuration with a field the networks would panic on (issue 20).
+    let zero_chunk = d.path().join("zero-chunk.json");
+    let mut config = hcld::model::config::HcldConfig::preset("tiny").unwrap();
+    config.autoencoder.attention_query_chunk = 0;
+    std::fs::write(&zero_chunk, serde_json::to_string(&config).unwrap()).unwrap();
     // (name, args after BIDS_DIR, exit code, text of the one error line)
     let cases: Vec<(&str, Vec<std::ffi::OsString>, i32, &str)> = vec![
         (
@@ -669,6 +674,12 @@ fn bad_command_lines_and_unwritable_outputs() {
             args![d.path().join("o5"), "subject"],
             17,
             "subject",
+        ),
+        (
+            "attention chunk 0 in --config",
+            args![d.path().join("o-config"), "group", "--config", zero_chunk],
+            64,
+            "attention_query_chunk 0",
         ),
     ];
     let mut problems = Vec::new();
