@@ -33,6 +33,15 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     tracing::debug!("settings: {settings:?}");
+    if let Some(asked) = args.nprocs
+        && asked > settings.nprocs
+    {
+        tracing::warn!(
+            "--nprocs {asked}: using {} threads, {} per CPU this process may use (more only add overhead)",
+            settings.nprocs,
+            cli::MAX_THREADS_PER_CPU
+        );
+    }
     let summary = pipeline::run(&settings, &out).context("run stopped")?;
     let failed = summary.failures().count();
     let total = summary.reports.len();

@@ -123,7 +123,7 @@ pub struct Args {
         value_name = "FILE"
     )]
     pub bids_validator_config: Option<PathBuf>,
-    /// Maximum number of threads (default: all CPUs).
+    /// Maximum number of threads (default: all CPUs; at most 4 per CPU the process may use).
     #[arg(long, aliases = ["n-cpus", "n_cpus", "nthreads"], value_name = "N")]
     pub nprocs: Option<usize>,
     /// Maximum threads per subject (default: 1 when several subjects run at once).
@@ -274,6 +274,10 @@ pub enum AnalysisLevel {
     /// Dataset-wide processing.
     Group,
 }
+
+/// `--nprocs` is capped at this many threads per CPU the process may use (its affinity mask and
+/// cgroup quota, as `std::thread::available_parallelism` reports them).
+pub const MAX_THREADS_PER_CPU: usize = 4;
 
 /// Validated settings: what the pipeline runs with.
 #[derive(Debug, Clone)]
@@ -503,7 +507,9 @@ impl Settings {
                     "--nprocs must be at least 1".into(),
                 ));
             }
-            Some(n) => n,
+            // Threads past a few per CPU only add overhead, and a typo (`--nprocs 100000`)
+            // would spawn threads until the process limit; main logs the cap.
+            Some(n) => n.min(MAX_THREADS_PER_CPU * cpus),
             None => cpus,
         };
         let omp_nthreads = match args.omp_nthreads {

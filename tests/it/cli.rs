@@ -216,3 +216,32 @@ fn filter_files_select_and_reject() {
         "{stderr}"
     );
 }
+
+/// Issue 20: `--nprocs` far beyond the CPUs is capped with a warning, not obeyed until the
+/// process limit.
+#[test]
+fn nprocs_is_capped_at_a_few_threads_per_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, stderr) = run(args![
+        example(),
+        d.path().join("out"),
+        "participant",
+        "--participant-label",
+        "01",
+        "--method",
+        "none",
+        "-w",
+        d.path().join("work"),
+        "--nprocs",
+        "100000"
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let cap = hcld::cli::MAX_THREADS_PER_CPU * cpus;
+    assert!(
+        stderr.contains(&format!(
+            "--nprocs 100000: using {cap} threads, 4 per CPU this process may use"
+        )),
+        "{stderr}"
+    );
+}
