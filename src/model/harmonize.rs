@@ -30,7 +30,8 @@ pub struct Harmonizer {
 pub struct Interrupted;
 
 impl Harmonizer {
-    /// Wraps a loaded model with the DDIM path `ddim` (strength and step counts).
+    /// Wraps a loaded model with the DDIM path `ddim` (strength and step counts; step counts
+    /// above the target timestep become the counts that can run, see [`Self::ddim`]).
     pub fn new(
         model: LoadedModel,
         device: ComputeDevice,
@@ -42,7 +43,9 @@ impl Harmonizer {
             .schedule
             .build()
             .map_err(|e| SamplerError::Invalid(e.to_string()))?;
-        let sampler = DdimSampler::new(schedule, ddim.clone())?;
+        let sampler = DdimSampler::new(schedule, ddim)?;
+        // What runs, which the sidecars then record: more steps than t_k cannot be taken.
+        let ddim = sampler.effective();
         Ok(Harmonizer {
             model,
             sampler,
@@ -56,7 +59,7 @@ impl Harmonizer {
         &self.model
     }
 
-    /// The DDIM path used.
+    /// The DDIM path used, with the step counts that run.
     pub fn ddim(&self) -> &DdimConfig {
         &self.ddim
     }

@@ -116,6 +116,17 @@ impl DdimSampler {
         ((self.config.strength * last as f64).round() as usize).min(last)
     }
 
+    /// The configuration as it runs: step counts above t_k cannot be taken (there are only t_k
+    /// timesteps below t_k), so the counts are those of [`Self::inversion`] and
+    /// [`Self::sampling`]; the strength is unchanged.
+    pub fn effective(&self) -> DdimConfig {
+        DdimConfig {
+            strength: self.config.strength,
+            inversion_steps: self.inversion().len(),
+            sampling_steps: self.sampling().len(),
+        }
+    }
+
     /// Strictly increasing timesteps t_k·i/n, i = 1..n (rounded; duplicates dropped when t_k < n).
     fn strided(&self, n: usize) -> Vec<usize> {
         let tk = self.target_timestep();
@@ -335,5 +346,21 @@ mod tests {
         ] {
             assert!(DdimSampler::new(schedule.clone(), bad).is_err());
         }
+    }
+
+    #[test]
+    fn step_counts_above_the_target_timestep_are_reported_as_run() {
+        // Strength 0.02 on 1000 steps: t_k = round(0.02 · 999) = 20, so 30 or 100 000 steps
+        // each way are 20 moves.
+        for asked in [30, 100_000] {
+            let s = sampler(0.02, asked, asked, false);
+            assert_eq!(s.target_timestep(), 20);
+            let e = s.effective();
+            assert_eq!((e.inversion_steps, e.sampling_steps), (20, 20), "{asked}");
+            assert_eq!(e.strength, 0.02);
+        }
+        // Counts that fit are kept.
+        let e = sampler(0.6, 30, 10, false).effective();
+        assert_eq!((e.inversion_steps, e.sampling_steps), (30, 10));
     }
 }

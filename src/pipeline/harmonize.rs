@@ -207,8 +207,23 @@ pub fn load_harmonizer(settings: &Settings, dir: &Path) -> Result<Harmonizer, Pi
             ),
         ));
     }
-    let ddim = settings.ddim.apply(&config.ddim);
-    Harmonizer::new(model, device, ddim).map_err(|e| setup_err(ExitStatus::Usage, e.to_string()))
+    let asked = settings.ddim.apply(&config.ddim);
+    let harmonizer = Harmonizer::new(model, device, asked.clone())
+        .map_err(|e| setup_err(ExitStatus::Usage, e.to_string()))?;
+    let runs = harmonizer.ddim();
+    if (runs.inversion_steps, runs.sampling_steps) != (asked.inversion_steps, asked.sampling_steps)
+    {
+        tracing::warn!(
+            "strength {} inverts to timestep {}: {} inversion and {} sampling steps run (asked {} and {}); the sidecars record what runs",
+            runs.strength,
+            harmonizer.target_timestep(),
+            runs.inversion_steps,
+            runs.sampling_steps,
+            asked.inversion_steps,
+            asked.sampling_steps
+        );
+    }
+    Ok(harmonizer)
 }
 
 /// Prepares what the participant jobs share: loads the model and its target, reads the Nyúl
