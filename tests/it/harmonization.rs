@@ -81,6 +81,30 @@ fn trained() -> &'static Path {
     })
 }
 
+/// The group level again on a copy of [`trained`] with the same settings and `extra` arguments
+/// after `--method`: the model must be found current, not retrained.
+fn group_with_the_trained_model(out: &Path, extra: &[&str]) {
+    let mut a = args![
+        example(),
+        out,
+        "group",
+        "--config",
+        "tiny",
+        "--epochs-ae",
+        "3",
+        "--epochs-ldm",
+        "6",
+        "--method"
+    ];
+    a.extend(extra.iter().map(std::ffi::OsString::from));
+    let (code, stderr) = run(a);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("is current for these images"),
+        "the model was retrained: {stderr}"
+    );
+}
+
 fn fresh_copy(into: &Path) -> PathBuf {
     let out = into.join("out");
     copy_tree(trained(), &out);
@@ -347,24 +371,7 @@ fn group_fits_participant_harmonises_with_every_method_and_the_reports_load() {
     assert_eq!(sc["hcld"]["Parameters"]["DDIM"]["SamplingSteps"], 5);
 
     // The group report now covers every method.
-    let (code, stderr) = run(args![
-        example(),
-        out,
-        "group",
-        "--config",
-        "tiny",
-        "--epochs-ae",
-        "3",
-        "--epochs-ldm",
-        "6",
-        "--method",
-        "all"
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("is current for these images"),
-        "the model was retrained: {stderr}"
-    );
+    group_with_the_trained_model(&out, &["all"]);
     let html = std::fs::read_to_string(out.join("group.html")).unwrap();
     for m in ["none", "zscore", "whitestripe", "nyul", "hcld"] {
         assert!(
@@ -669,26 +676,7 @@ fn evaluate_scores_the_autoencoder_round_trip_and_the_identity_check() {
         "zscore"
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, stderr) = run(args![
-        example(),
-        out,
-        "group",
-        "--config",
-        "tiny",
-        "--epochs-ae",
-        "3",
-        "--epochs-ldm",
-        "6",
-        "--method",
-        "hcld",
-        "zscore",
-        "--evaluate"
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("is current for these images"),
-        "the model was retrained: {stderr}"
-    );
+    group_with_the_trained_model(&out, &["hcld", "zscore", "--evaluate"]);
     let table: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("evaluation/evaluation.json")).unwrap(),
     )
