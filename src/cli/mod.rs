@@ -497,6 +497,19 @@ impl Settings {
                 ),
             ));
         }
+        // The work dir's checkpoints and caches are not derivatives: in OUTPUT_DIR itself they
+        // would sit among the subjects and fail BIDS validation. (A subfolder is tolerated, as
+        // containers often bind one output folder: `-w /out/work`.)
+        if work_dir == output_dir {
+            return Err(cli_err(
+                ExitStatus::Usage,
+                format!(
+                    "{}: -w is OUTPUT_DIR itself; its training checkpoints and caches would land among the derivatives, give -w another folder (e.g. {})",
+                    work_dir.display(),
+                    output_dir.join("work").display()
+                ),
+            ));
+        }
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);

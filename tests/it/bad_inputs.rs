@@ -676,6 +676,17 @@ fn bad_command_lines_and_unwritable_outputs() {
             "subject",
         ),
         (
+            "work dir = OUTPUT_DIR",
+            args![
+                d.path().join("o-same"),
+                "participant",
+                "-w",
+                d.path().join("o-same")
+            ],
+            64,
+            "-w is OUTPUT_DIR",
+        ),
+        (
             "attention chunk 0 in --config",
             args![d.path().join("o-config"), "group", "--config", zero_chunk],
             64,
