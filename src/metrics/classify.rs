@@ -112,9 +112,12 @@ impl Lda {
             d,
             (0..d).map(|j| {
                 let within = residuals.column(j).map(|v| v * v).sum() / n;
-                let mean = x.iter().map(|r| r[j]).sum::<f64>() / n;
-                let total = x.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / n;
-                let var = if within > 1e-24 { within } else { total };
+                let var = if within > 1e-24 {
+                    within
+                } else {
+                    let mean = x.iter().map(|r| r[j]).sum::<f64>() / n;
+                    x.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / n
+                };
                 if var > 1e-24 { 1.0 / var.sqrt() } else { 0.0 }
             }),
         );

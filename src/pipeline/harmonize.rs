@@ -457,7 +457,7 @@ pub fn brain_quantiles(values: &[f32], mask: &[bool]) -> Vec<f32> {
 /// The image resampled onto a configuration's grid (smoothed first when the grid is coarser).
 pub fn to_model_grid(image: &Volume, grid: &GridConfig) -> Result<Vec<f32>, String> {
     let target = brain_centred_grid(grid.shape, grid.voxel_size_mm);
-    if same_grid(&Grid::of(image), &target) {
+    if Grid::of(image).matches(&target, 1e-6) {
         return Ok(image.data().to_vec());
     }
     let src = image
@@ -483,14 +483,10 @@ pub fn to_model_grid(image: &Volume, grid: &GridConfig) -> Result<Vec<f32>, Stri
 pub fn from_model_grid(values: Vec<f32>, grid: &GridConfig, onto: &Grid) -> Result<Volume, String> {
     let g = brain_centred_grid(grid.shape, grid.voxel_size_mm);
     let v = Volume::new(g.dims, g.affine, values)?;
-    if same_grid(&g, onto) {
+    if g.matches(onto, 1e-6) {
         return Ok(v);
     }
     resample(&v, onto, Interpolation::Linear, 0.0).map_err(|e| e.to_string())
-}
-
-fn same_grid(a: &Grid, b: &Grid) -> bool {
-    a.dims == b.dims && (a.affine - b.affine).abs().max() < 1e-6
 }
 
 /// The outputs of one method for one job.

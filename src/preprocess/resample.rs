@@ -31,6 +31,12 @@ impl Grid {
             affine: *volume.affine(),
         }
     }
+
+    /// Whether `other` has the same dimensions and an affine within `tolerance` (mm, per
+    /// element) of this one.
+    pub fn matches(&self, other: &Grid, tolerance: f64) -> bool {
+        self.dims == other.dims && (self.affine - other.affine).abs().max() < tolerance
+    }
 }
 
 /// How values between voxel centres are computed.

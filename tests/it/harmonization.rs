@@ -53,22 +53,19 @@ fn harmonised_outputs() -> Vec<String> {
 /// An OUTPUT_DIR in which `group --config tiny --method all` has run once (preprocessed images,
 /// a trained model, Nyúl landmarks, cached site targets), shared by the tests of this module;
 /// each test copies it.
+/// The training settings of [`trained`]: a later group run with the same ones finds its model
+/// current.
+const TRAINING: [&str; 6] = ["--config", "tiny", "--epochs-ae", "3", "--epochs-ldm", "6"];
+
 fn trained() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("harmonization-trained");
         let _ = std::fs::remove_dir_all(&root);
         let out = root.join("out");
-        let (code, stderr) = run(args![
-            example(),
-            out,
-            "group",
-            "--config",
-            "tiny",
-            "--epochs-ae",
-            "3",
-            "--epochs-ldm",
-            "6",
+        let mut a = args![example(), out, "group"];
+        a.extend(TRAINING.iter().map(std::ffi::OsString::from));
+        a.extend(args![
             "--method",
             "all",
             "-w",
@@ -76,6 +73,7 @@ fn trained() -> &'static Path {
             "--checkpoint-every",
             "2"
         ]);
+        let (code, stderr) = run(a);
         assert_eq!(code, 0, "{stderr}");
         out
     })
@@ -84,19 +82,14 @@ fn trained() -> &'static Path {
 /// The group level again on a copy of [`trained`] with the same settings and `extra` arguments
 /// after `--method`: the model must be found current, not retrained.
 fn group_with_the_trained_model(out: &Path, extra: &[&str]) {
-    let mut a = args![
-        example(),
-        out,
-        "group",
-        "--config",
-        "tiny",
-        "--epochs-ae",
-        "3",
-        "--epochs-ldm",
-        "6",
-        "--method"
-    ];
-    a.extend(extra.iter().map(std::ffi::OsString::from));
+    let mut a = args![example(), out, "group"];
+    a.extend(
+        TRAINING
+            .iter()
+            .chain(&["--method"])
+            .chain(extra)
+            .map(std::ffi::OsString::from),
+    );
     let (code, stderr) = run(a);
     assert_eq!(code, 0, "{stderr}");
     assert!(

@@ -264,15 +264,6 @@ fn score(
                 .0
         };
         let (ref_labels, _) = segment_tissues(&reference, image.dims(), &r.mask, &seg).ok()?;
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let count = |l: &[u8], c: u8| l.iter().filter(|&&v| v == c).count();
-            tracing::debug!(
-                "evaluation: {} image {k}: CSF/GM/WM voxels {:?} vs reference {:?}",
-                row.name(),
-                [1, 2, 3].map(|c| count(&own_labels, c)),
-                [1, 2, 3].map(|c| count(&ref_labels, c))
-            );
-        }
         Some(TruthScores {
             ssim,
             psnr,

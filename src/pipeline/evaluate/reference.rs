@@ -99,9 +99,8 @@ pub(super) fn target(items: &[GroupItem], settings: &Settings, out: &Derivatives
     Target { site, hcld_to_site }
 }
 
-fn same_grid(a: &Grid, b: &Grid) -> bool {
-    a.dims == b.dims && (a.affine - b.affine).abs().max() < 1e-3
-}
+/// Two reconstructions of one acquisition may differ in their headers' rounding, not more.
+const SAME_ACQUISITION_TOLERANCE_MM: f64 = 1e-3;
 
 /// The image at `path` (the same brain as `item`, at another site) preprocessed with `item`'s
 /// own registration and native brain mask (read from OUTPUT_DIR), so that it differs from the
@@ -125,7 +124,7 @@ fn with_item_registration(
             shown(&mask_path)
         ))
     })?;
-    if !same_grid(&Grid::of(&mask), &Grid::of(&image)) {
+    if !Grid::of(&mask).matches(&Grid::of(&image), SAME_ACQUISITION_TOLERANCE_MM) {
         return Ok(None);
     }
     let xfm_path = out.path(&names.t1w_to_template)?;
