@@ -18,12 +18,16 @@
 pub mod bids;
 pub mod cli;
 pub mod derivatives;
+pub mod logging;
+pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;
+pub mod settings;
 pub mod simulate;
+pub mod train;
 pub mod volume;
 
 /// The hcld version, as written into every sidecar and `dataset_description.json`.

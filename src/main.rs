@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use hcld::cli::{self, Args, CliError, ExitStatus, Settings};
+use hcld::cli::{self, Args};
 use hcld::pipeline::{self, PipelineError};
+use hcld::settings::{ExitStatus, MAX_THREADS_PER_CPU, SettingsError};
 
 fn main() -> ExitCode {
     let args: Args = match hcld::cli::parse_command_line() {
@@ -23,10 +24,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<ExitStatus> {
-    let settings = Settings::from_args(args)?;
+    let settings = cli::settings(args)?;
     pipeline::install_signal_handlers().context("cannot install signal handlers")?;
     let (out, log_file, log) = pipeline::prepare_output(&settings)?;
-    cli::logging::init(settings.verbosity, Some(log))?;
+    hcld::logging::init(settings.resources.verbosity, Some(log))?;
     tracing::info!(
         "hcld {} {}",
         hcld::VERSION,
@@ -34,12 +35,12 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     );
     tracing::debug!("settings: {settings:?}");
     if let Some(asked) = args.nprocs
-        && asked > settings.nprocs
+        && asked > settings.resources.nprocs
     {
         tracing::warn!(
             "--nprocs {asked}: using {} threads, {} per CPU this process may use (more only add overhead)",
-            settings.nprocs,
-            cli::MAX_THREADS_PER_CPU
+            settings.resources.nprocs,
+            MAX_THREADS_PER_CPU
         );
     }
     let summary = pipeline::run(&settings, &out).context("run stopped")?;
@@ -71,7 +72,7 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
 /// The exit status of a run-stopping error: the first typed error in the chain decides.
 fn status_of(e: &anyhow::Error) -> ExitStatus {
     for cause in e.chain() {
-        if let Some(c) = cause.downcast_ref::<CliError>() {
+        if let Some(c) = cause.downcast_ref::<SettingsError>() {
             return c.status;
         }
         if let Some(p) = cause.downcast_ref::<PipelineError>() {

@@ -7,9 +7,15 @@
 //! interrupted run never leaves a file that looks finished. Image encoding is delegated to
 //! [`crate::volume`].
 
+mod atomic;
+mod models;
 mod names;
 
+pub use atomic::{write_atomic, write_atomic_with};
+pub use models::ModelStore;
 pub use names::DerivativeName;
+
+use atomic::{TMP_PREFIX, remove_temporaries_in, temp_builder, write_contained};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,9 +27,6 @@ use crate::volume::{OutputDtype, Volume, VolumeError, XformCode, write_nifti};
 
 /// The BIDS version our outputs follow.
 pub const BIDS_VERSION: &str = "1.10.0";
-
-/// Prefix of temporary files; hidden, so BIDS tools and hcld's own index skip leftovers.
-const TMP_PREFIX: &str = ".hcldtmp-";
 
 /// What goes into `.bidsignore`: things a person needs that BIDS has no name for (reports, their
 /// figure folders, ITK transforms, which BIDS 1.11 does not cover). `figures` has no trailing slash
@@ -368,7 +371,7 @@ impl DerivativesDataset {
 
     /// Writes bytes atomically (figures), creating the folder.
     pub fn write_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
-        write_atomic(&self.resolved_root, path, |tmp| {
+        write_contained(&self.resolved_root, path, |tmp| {
             std::fs::write(tmp, bytes).map_err(|e| e.to_string())
         })
     }
@@ -386,8 +389,8 @@ impl DerivativesDataset {
     }
 
     /// `OUTPUT_DIR/models`: model artefacts, Nyúl landmarks and cached targets (in `.bidsignore`).
-    pub fn models_dir(&self) -> PathBuf {
-        self.root.join("models")
+    pub fn models(&self) -> ModelStore<'_> {
+        ModelStore::new(self)
     }
 
     /// A report at the root of OUTPUT_DIR (`sub-<L>.html`, `group.html`), written atomically.
@@ -455,7 +458,7 @@ impl DerivativesDataset {
         let image_path = self.path(name)?;
         let json_path = self.path(&name.with_extension(".json"))?;
         let descrip = format!("hcld {}", crate::VERSION);
-        write_atomic(&self.resolved_root, &image_path, |tmp| {
+        write_contained(&self.resolved_root, &image_path, |tmp| {
             write_nifti(tmp, volume, dtype, code, &descrip).map_err(|e| e.to_string())
         })?;
         self.write_text_if_changed(&json_path, &pretty(&Value::Object(sidecar.fields.clone())))?;
@@ -468,7 +471,7 @@ impl DerivativesDataset {
         if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
             return Ok(());
         }
-        write_atomic(&self.resolved_root, path, |tmp| {
+        write_contained(&self.resolved_root, path, |tmp| {
             std::fs::write(tmp, text).map_err(|e| e.to_string())
         })
     }
@@ -490,99 +493,6 @@ impl DerivativesDataset {
             );
         }
     }
-}
-
-/// Removes `dir`'s temporary files (`.hcldtmp-<random>-<final name>`) whose final name starts with
-/// `prefix`.
-fn remove_temporaries_in(dir: &Path, prefix: &str) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        let final_name = n
-            .strip_prefix(TMP_PREFIX)
-            .and_then(|r| r.split_once('-'))
-            .map(|(_, f)| f);
-        if final_name.is_some_and(|f| f.starts_with(prefix)) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Writes `dest` through a hidden temporary file in the same folder (so the rename is atomic),
-/// synced before the rename; the temporary is removed if writing fails. Temporary names are random
-/// (`.hcldtmp-<random>-<final name>`): parallel containers all run as PID 1, so a PID is no key.
-/// The folder must resolve to a path under `resolved_root` (OUTPUT_DIR with its symlinks
-/// resolved): a symlink planted inside OUTPUT_DIR (say `sub-01 -> /data/bids/sub-01`) never
-/// leads to a write elsewhere. The final name itself is replaced by the rename, never followed.
-fn write_atomic(
-    resolved_root: &Path,
-    dest: &Path,
-    write: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<(), DerivativesError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    // Only folders under OUTPUT_DIR are created: the check walks up to the first existing
-    // ancestor, so a symlinked folder is caught before anything is created through it.
-    let mut existing = dir;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) => existing = p,
-            None => break,
-        }
-    }
-    let resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
-    if !resolved.starts_with(resolved_root) {
-        return Err(DerivativesError::OutsideOutputDir {
-            path: dest.to_path_buf(),
-            resolved,
-            root: resolved_root.to_path_buf(),
-        });
-    }
-    std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // The temporary keeps the final name as its tail, so writers that pick the format from the
-    // extension (`.nii.gz`) see the right one. The random part has no `-`, so the tail is
-    // recoverable.
-    let tmp = temp_builder()
-        .rand_bytes(10)
-        .suffix(&format!("-{file_name}"))
-        .tempfile_in(dir)
-        .map_err(|e| DerivativesError::CannotCreate {
-            path: dir.to_path_buf(),
-            source: e,
-        })?
-        .into_temp_path();
-    let werr = |reason: String| DerivativesError::Write {
-        path: dest.to_path_buf(),
-        reason,
-    };
-    write(&tmp).map_err(werr)?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| werr(e.to_string()))?;
-    tmp.persist(dest).map_err(|e| werr(e.error.to_string()))?;
-    Ok(())
-}
-
-/// Temporary files in OUTPUT_DIR: hidden prefix, and created with mode 0666 less the umask like any
-/// other file (tempfile's default, 0600, would make shared outputs unreadable to the group).
-fn temp_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
-    let mut b = tempfile::Builder::new();
-    b.prefix(TMP_PREFIX);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    b
 }
 
 fn pretty(v: &Value) -> String {
@@ -676,7 +586,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("x.json");
         let root = std::fs::canonicalize(d.path()).unwrap();
-        let r = write_atomic(&root, &dest, |tmp| {
+        let r = write_contained(&root, &dest, |tmp| {
             std::fs::write(tmp, "partial").unwrap();
             Err("boom".into())
         });

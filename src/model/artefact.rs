@@ -19,7 +19,6 @@ use super::autoencoder::AutoencoderKl;
 use super::config::HcldConfig;
 use super::device::ComputeDevice;
 use super::storage::{StorageError, read, sha256_of_parts, write_atomic};
-use super::training::StageReport;
 use super::unet::DiffusionUnet;
 
 /// The artefact format this hcld writes and reads.
@@ -166,6 +165,58 @@ fn digest(manifest: &ArtefactManifest, ae: &[u8], unet: &[u8]) -> String {
     ])
 }
 
+/// An artefact serialised: its SHA-256 and its files in writing order (the config last: a folder
+/// without it is not an artefact, so a half-written one is never loaded).
+#[derive(Debug, Clone)]
+pub struct ArtefactFiles {
+    /// The model's SHA-256.
+    pub sha256: String,
+    /// (file name, bytes), in writing order.
+    pub files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl ArtefactFiles {
+    /// The folder name, `hcld-<sha12>`.
+    pub fn folder_name(&self) -> String {
+        format!("hcld-{}", &self.sha256[..12])
+    }
+
+    /// (file name, bytes) pairs, for a writer.
+    pub fn as_slices(&self) -> Vec<(&str, &[u8])> {
+        self.files.iter().map(|(n, b)| (*n, b.as_slice())).collect()
+    }
+
+    /// Writes the artefact into `parent/hcld-<sha12>/` (outside OUTPUT_DIR: tests, a model kept
+    /// elsewhere; OUTPUT_DIR's model store writes through `crate::derivatives`).
+    pub fn save(&self, parent: &Path) -> Result<PathBuf, ArtefactError> {
+        let dir = parent.join(self.folder_name());
+        for (name, bytes) in &self.files {
+            write_atomic(&dir.join(name), bytes)?;
+        }
+        Ok(dir)
+    }
+}
+
+/// Serialises an artefact. The same model gives the same bytes and SHA-256.
+pub fn artefact_files(
+    manifest: &ArtefactManifest,
+    autoencoder: &AutoencoderKl,
+    unet: &DiffusionUnet,
+) -> Result<ArtefactFiles, ArtefactError> {
+    let config = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    let ae = record_bytes(autoencoder, Path::new(AUTOENCODER_FILE))?;
+    let un = record_bytes(unet, Path::new(UNET_FILE))?;
+    let sha256 = digest(manifest, &ae, &un);
+    Ok(ArtefactFiles {
+        sha256,
+        files: vec![
+            (AUTOENCODER_FILE, ae),
+            (UNET_FILE, un),
+            (CONFIG_FILE, config),
+        ],
+    })
+}
+
 /// Writes an artefact into `parent/hcld-<sha12>/` and returns (folder, SHA-256). Writing the
 /// same model again finds the same folder; a folder of that name is replaced file by file
 /// atomically.
@@ -175,17 +226,27 @@ pub fn save_artefact(
     autoencoder: &AutoencoderKl,
     unet: &DiffusionUnet,
 ) -> Result<(PathBuf, String), ArtefactError> {
-    let config = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-    let ae = record_bytes(autoencoder, &parent.join(AUTOENCODER_FILE))?;
-    let un = record_bytes(unet, &parent.join(UNET_FILE))?;
-    let sha = digest(manifest, &ae, &un);
-    let dir = parent.join(format!("hcld-{}", &sha[..12]));
-    // The config goes last: a folder without it is not an artefact, so a half-copied one is
-    // never loaded.
-    write_atomic(&dir.join(AUTOENCODER_FILE), &ae)?;
-    write_atomic(&dir.join(UNET_FILE), &un)?;
-    write_atomic(&dir.join(CONFIG_FILE), &config)?;
-    Ok((dir, sha))
+    let files = artefact_files(manifest, autoencoder, unet)?;
+    Ok((files.save(parent)?, files.sha256))
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageReport {
+    /// Forward passes done in total (including before a resume).
+    pub steps: usize,
+    /// Optimiser steps done in total.
+    pub optimizer_steps: usize,
+    /// Epochs covered (fractional when stopped by `max_steps`).
+    pub epochs: f64,
+    /// The forward pass this run resumed after, if it resumed.
+    pub resumed_from: Option<usize>,
+    /// Mean total loss of the first and last 10 % of the recorded curve.
+    pub first_loss: f64,
+    /// See `first_loss`.
+    pub last_loss: f64,
+    /// Wall time of this run (not counting earlier runs).
+    pub seconds: f64,
 }
 
 /// The SHA-256 of an artefact (its identity in `config.json` and both weight files), without
@@ -293,7 +354,7 @@ pub fn load_artefact(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::training::grid_tensor;
+    use crate::model::tensor::grid_tensor;
     use burn::prelude::*;
 
     fn values(t: Tensor<5>) -> Vec<f32> {

@@ -1,111 +1,13 @@
 //! The classical intensity-standardisation baselines hcld ships next to HCLD, each a monotone
 //! [`IntensityMap`] fitted from one image's brain intensities (z-score, WhiteStripe) or from a
-//! group of images (Nyúl's standard histogram, fitted once and saved), and the [`Method`] names
-//! that choose between them on the command line.
+//! group of images (Nyúl's standard histogram, fitted once and saved). The methods that use them
+//! (`crate::methods`) decide when they are fitted and where they are stored.
 //!
 //! A map is a value, not an image operation, so the same fitted map is applied to the
 //! template-space and the native-space image (and to a target site's intensities for the
 //! report's histograms).
 
 use serde::{Deserialize, Serialize};
-
-/// A harmonisation method, as `--method` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// HCLD: conditional latent diffusion to a target site.
-    Hcld,
-    /// Nyúl–Udupa piecewise-linear histogram standardisation (landmarks fitted at group level).
-    Nyul,
-    /// WhiteStripe: z-score against normal-appearing white matter (Shinohara et al. 2014).
-    WhiteStripe,
-    /// Brain mean and standard deviation.
-    ZScore,
-    /// Identity: the preprocessed image (no output of its own).
-    None,
-}
-
-impl Method {
-    /// Every method, in report order.
-    pub const ALL: [Method; 5] = [
-        Method::None,
-        Method::ZScore,
-        Method::WhiteStripe,
-        Method::Nyul,
-        Method::Hcld,
-    ];
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Hcld => "hcld",
-            Method::Nyul => "nyul",
-            Method::WhiteStripe => "whitestripe",
-            Method::ZScore => "zscore",
-            Method::None => "none",
-        }
-    }
-
-    /// The `desc-` label of its outputs (`harmonized` for HCLD, as the BIDS contract names it;
-    /// the method's name for baselines); `None` writes nothing (its output is `desc-preproc`).
-    pub fn desc(self) -> &'static str {
-        match self {
-            Method::Hcld => "harmonized",
-            Method::None => "preproc",
-            other => other.name(),
-        }
-    }
-
-    /// What its output intensities mean, for sidecars and reports.
-    pub fn units(self) -> &'static str {
-        match self {
-            Method::Hcld => {
-                "the target site's intensity scale (preprocessed: brain percentiles to [0, 1])"
-            }
-            Method::Nyul => {
-                "Nyúl standard scale: percentile 1 → 0, percentile 99 → 1 on the fitted standard histogram"
-            }
-            Method::WhiteStripe => {
-                "WhiteStripe z-scores (0 = mean of normal-appearing white matter, 1 = its standard deviation)"
-            }
-            Method::ZScore => {
-                "z-scores of the brain (0 = brain mean, 1 = brain standard deviation)"
-            }
-            Method::None => "preprocessed: brain percentiles to [0, 1]",
-        }
-    }
-
-    /// Whether the method harmonises towards a target (a site or an image), so that an image
-    /// of the target itself should come back unchanged (the evaluation's identity check). The
-    /// baselines map every image to a fixed standard instead.
-    pub fn has_target(self) -> bool {
-        matches!(self, Method::Hcld)
-    }
-
-    /// Whether the method's outputs are in the preprocessed units (so a reference image needs no
-    /// map into them); the baselines fit a map per image or per group.
-    pub fn keeps_preprocessed_units(self) -> bool {
-        matches!(self, Method::Hcld | Method::None)
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| {
-                format!("unknown method '{s}'; use one of hcld, nyul, whitestripe, zscore, none, or all (every method)")
-            })
-    }
-}
 
 /// Why a baseline could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -413,45 +315,6 @@ impl NyulLandmarks {
     }
 }
 
-/// Fits a per-image baseline (`ZScore`, `WhiteStripe`; `Nyul` with its landmarks) and returns the
-/// map with a JSON report for the sidecar.
-pub fn fit_map(
-    method: Method,
-    brain: &[f32],
-    nyul: Option<&NyulLandmarks>,
-) -> Result<(IntensityMap, serde_json::Value), BaselineError> {
-    match method {
-        Method::ZScore => {
-            let m = fit_zscore(brain)?;
-            Ok((m.clone(), serde_json::json!({ "Map": m })))
-        }
-        Method::WhiteStripe => {
-            let (m, mode) = fit_whitestripe(brain)?;
-            Ok((
-                m.clone(),
-                serde_json::json!({ "Map": m, "WhiteMatterMode": mode, "StripeHalfWidthQuantile": WHITE_STRIPE_WIDTH }),
-            ))
-        }
-        Method::Nyul => {
-            let l = nyul.ok_or_else(|| {
-                BaselineError::Landmarks("no Nyúl landmarks; run the group level first".into())
-            })?;
-            let m = l.map_for(brain)?;
-            Ok((m.clone(), serde_json::json!({ "Map": m })))
-        }
-        Method::None => Ok((
-            IntensityMap::Affine {
-                offset: 0.0,
-                scale: 1.0,
-            },
-            serde_json::json!({}),
-        )),
-        Method::Hcld => Err(BaselineError::Degenerate(
-            "HCLD is not an intensity map".into(),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,15 +335,6 @@ mod tests {
                 (base + noise.sample(&mut rng)) * gain + offset
             })
             .collect()
-    }
-
-    #[test]
-    fn method_names_round_trip() {
-        for m in Method::ALL {
-            assert_eq!(m.name().parse::<Method>().unwrap(), m);
-        }
-        assert!("nyúl".parse::<Method>().is_err());
-        assert_eq!(Method::Hcld.desc(), "harmonized");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::artefact::LoadedModel;
 use super::device::ComputeDevice;
 use super::diffusion::translate_until;
 use super::sampler::{DdimConfig, DdimSampler, SamplerError};
-use super::storage::{StorageError, read, sha256_hex, write_atomic};
-use super::training::{grid_tensor, latent_tensor, tensor_values};
+use super::storage::{StorageError, read, sha256_hex};
+use super::tensor::{grid_tensor, latent_tensor, tensor_values};
 
 /// A model ready to harmonise images on one device with one DDIM setting.
 #[derive(Debug)]
@@ -165,13 +165,32 @@ pub fn representative(latents: &[&[f32]], channels: usize) -> Option<usize> {
     (0..stats.len()).min_by(|&a, &b| dist(&stats[a]).total_cmp(&dist(&stats[b])))
 }
 
+/// What a target is: a site's representative, or a `--target-image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A site's representative image.
+    Site,
+    /// An image given with `--target-image`.
+    Image,
+}
+
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TargetKind::Site => "site",
+            TargetKind::Image => "image",
+        })
+    }
+}
+
 /// A cached target: the latent one harmonisation conditions on, where it came from, and a
 /// quantile summary of the target image's brain intensities (for report histograms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetLatent {
-    /// `site` or `image`.
+    /// A site or an image.
     #[serde(rename = "Kind")]
-    pub kind: String,
+    pub kind: TargetKind,
     /// The site label, or the image path.
     #[serde(rename = "Label")]
     pub label: String,
@@ -200,15 +219,12 @@ fn latent_bytes(latent: &[f32]) -> Vec<u8> {
 }
 
 impl TargetLatent {
-    /// Writes `<stem>.json` and `<stem>.f32` atomically (the binary first, the JSON that names
-    /// its digest last, so a JSON on disk implies a complete latent).
-    pub fn save(&self, stem: &Path, latent: &[f32]) -> Result<(), StorageError> {
-        let bin = stem.with_extension("f32");
-        let bytes = latent_bytes(latent);
-        write_atomic(&bin, &bytes)?;
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| StorageError::new(stem, e.to_string()))?;
-        write_atomic(&stem.with_extension("json"), text.as_bytes())
+    /// The two files of a cached target: `<stem>.json` (this, naming the latent's digest) and
+    /// `<stem>.f32` (the latent, little-endian). Write the latent first: a JSON on disk then
+    /// implies a complete latent.
+    pub fn to_bytes(&self, latent: &[f32]) -> (Vec<u8>, Vec<u8>) {
+        let json = serde_json::to_string_pretty(self).expect("a target serialises");
+        (json.into_bytes(), latent_bytes(latent))
     }
 
     /// Reads a cached target, checking the latent's size and digest.
@@ -294,7 +310,7 @@ mod tests {
         let stem = dir.path().join("site-HH");
         let latent: Vec<f32> = (0..24).map(|i| i as f32 * 0.25 - 1.0).collect();
         let meta = TargetLatent {
-            kind: "site".into(),
+            kind: TargetKind::Site,
             label: "HH".into(),
             representative: "sub-01/anat/sub-01_T1w.nii.gz".into(),
             candidates: 2,
@@ -304,7 +320,9 @@ mod tests {
             intensity_quantiles: quantiles(&[0.1, 0.5, 0.9]),
         }
         .with_latent(&latent);
-        meta.save(&stem, &latent).unwrap();
+        let (json, bin) = meta.to_bytes(&latent);
+        std::fs::write(stem.with_extension("f32"), bin).unwrap();
+        std::fs::write(stem.with_extension("json"), json).unwrap();
         let (m2, l2) = TargetLatent::load(&stem).unwrap();
         assert_eq!((m2, l2), (meta, latent));
         std::fs::write(stem.with_extension("f32"), [0u8; 96]).unwrap();

@@ -9,10 +9,12 @@
 //! - [`latent_ops`] (AdaIN fusion, instance norm, Gram matrices), [`losses`], and [`diffusion`]
 //!   (the DDIM loop on tensors and HCLD's latent translation);
 //! - [`config`] (every number, presets), [`device`] (backend and device chosen at run time),
-//!   [`training`] (both stages, checkpoints, curves), [`artefact`] (the saved model and its
-//!   SHA-256) and [`storage`] (atomic writes and digests for those files);
+//!   [`artefact`] (the saved model as bytes and its SHA-256) and [`storage`] (reads and digests
+//!   for those files); training lives in `crate::train`, which this module never imports;
+//! - [`tensor`] (the tensor layout training and inference share) and [`grid`] (images onto the
+//!   model grid and back);
 //! - inference: [`harmonize`] (encode, translate, decode; site representatives and cached
-//!   target latents) and the classical [`baselines`] behind the same `--method` choice.
+//!   target latents) and the intensity maps of the classical [`baselines`].
 
 pub mod artefact;
 pub mod attention;
@@ -23,12 +25,13 @@ pub mod config;
 pub mod device;
 pub mod diffusion;
 pub mod discriminator;
+pub mod grid;
 pub mod harmonize;
 pub mod latent_ops;
 pub mod losses;
 pub mod sampler;
 pub mod schedule;
 pub mod storage;
+pub mod tensor;
 pub mod time_embedding;
-pub mod training;
 pub mod unet;

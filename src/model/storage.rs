@@ -1,9 +1,8 @@
-//! Files the model layer writes for itself (training checkpoints, loss curves, model artefacts):
-//! atomic writes (a hidden temporary in the same folder, synced, renamed over the target, so an
-//! interrupted job never leaves a half-written file) and SHA-256 digests. Derivatives proper go
-//! through `crate::derivatives`; these files live under the work or models folder.
+//! Reading the model's files, their SHA-256 digests, and writing the ones that live outside
+//! OUTPUT_DIR (training checkpoints and curves in the work directory) through the crate's one
+//! atomic writer. Files under OUTPUT_DIR/models are serialised to bytes here and written by
+//! `crate::derivatives`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -28,22 +27,12 @@ impl StorageError {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary + fsync + rename), creating the folder.
+/// Writes `bytes` to `path` atomically through the crate's one writer
+/// (`crate::derivatives::write_atomic`), for files outside OUTPUT_DIR (work-directory
+/// checkpoints, a model saved elsewhere).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| StorageError::new(path, "has no parent folder"))?;
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::new(dir, e.to_string()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hcld-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| StorageError::new(dir, format!("cannot create a temporary file: {e}")))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| StorageError::new(path, format!("write failed: {e}")))?;
-    tmp.persist(path)
-        .map_err(|e| StorageError::new(path, format!("rename failed: {}", e.error)))?;
-    Ok(())
+    crate::derivatives::write_atomic(path, bytes)
+        .map_err(|e| StorageError::new(path, e.to_string()))
 }
 
 /// Reads a whole file.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::bids::{BidsFile, Entity, Filter, Layout, Query, t1w_query};
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 use super::PipelineError;
 
@@ -82,6 +82,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         )));
     }
     let missing: Vec<&String> = settings
+        .selection
         .participants
         .iter()
         .filter(|p| !subjects.contains(p))
@@ -114,15 +115,16 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         }
     }
     let mut query = t1w_query(layout);
-    if let Some(user) = &settings.t1w_filter {
+    if let Some(user) = &settings.selection.t1w_filter {
         query = query.merged(user);
     }
-    if !settings.participants.is_empty() {
-        query = query.entity(Entity::Subject, &settings.participants);
+    if !settings.selection.participants.is_empty() {
+        query = query.entity(Entity::Subject, &settings.selection.participants);
     }
-    if !settings.sessions.is_empty() {
+    if !settings.selection.sessions.is_empty() {
         let sessions = layout.sessions();
         let unknown: Vec<&String> = settings
+            .selection
             .sessions
             .iter()
             .filter(|s| !sessions.contains(s))
@@ -144,7 +146,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         }
         query = query.with(
             crate::bids::Field::Entity(Entity::Session),
-            Filter::OneOf(settings.sessions.clone()),
+            Filter::OneOf(settings.selection.sessions.clone()),
         );
     }
     let mut found = layout.get(&query);
@@ -168,10 +170,10 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         .iter()
         .filter_map(|f| f.entity(Entity::Subject))
         .collect();
-    let wanted = if settings.participants.is_empty() {
+    let wanted = if settings.selection.participants.is_empty() {
         &subjects
     } else {
-        &settings.participants
+        &settings.selection.participants
     };
     for s in wanted {
         if !selected.contains(&s.as_str()) {

@@ -7,12 +7,14 @@ mod evaluate;
 mod group;
 mod harmonize;
 mod jobs;
+mod outputs;
 mod participant;
 mod reports;
 mod reuse;
 
 pub use jobs::{Job, select_jobs};
-pub use participant::{JobError, preproc_name};
+pub use outputs::preproc_name;
+pub use participant::JobError;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +23,10 @@ use std::sync::{Arc, OnceLock};
 use rayon::prelude::*;
 
 use crate::bids::{BidsError, IndexOptions, Layout};
-use crate::cli::logging::Progress;
-use crate::cli::{AnalysisLevel, ExitStatus, Settings};
 use crate::derivatives::{DerivativesDataset, DerivativesError, SourceDataset};
+use crate::logging::Progress;
+use crate::methods::MethodError;
+use crate::settings::{AnalysisLevel, ExitStatus, Settings};
 
 /// Memory one subject needs at most today (a 1 mm 256³ volume in several f32 copies), in MB; used
 /// to bound concurrency under `--mem`.
@@ -60,6 +63,16 @@ pub enum PipelineError {
         "interrupted; finished outputs and training checkpoints are kept, run the same command again to resume"
     )]
     Interrupted,
+}
+
+impl From<MethodError> for PipelineError {
+    fn from(e: MethodError) -> Self {
+        match e {
+            MethodError::Setup { status, message } => PipelineError::Setup { status, message },
+            MethodError::Output(e) => PipelineError::Output(e),
+            MethodError::Interrupted => PipelineError::Interrupted,
+        }
+    }
 }
 
 impl PipelineError {
@@ -136,46 +149,44 @@ impl RunSummary {
 pub fn prepare_output(
     settings: &Settings,
 ) -> Result<(DerivativesDataset, PathBuf, std::fs::File), PipelineError> {
-    let name = crate::bids::DatasetDescription::read(&settings.bids_dir)
+    let name = crate::bids::DatasetDescription::read(&settings.paths.bids_dir)
         .map(|d| d.name)
         .unwrap_or_default();
     let source = SourceDataset {
-        root: settings.bids_dir.clone(),
+        root: settings.paths.bids_dir.clone(),
         name,
     };
-    let out = DerivativesDataset::open(&settings.output_dir, &source)?;
-    std::fs::create_dir_all(&settings.work_dir).map_err(|e| DerivativesError::CannotCreate {
-        path: settings.work_dir.clone(),
-        source: e,
+    let out = DerivativesDataset::open(&settings.paths.output_dir, &source)?;
+    std::fs::create_dir_all(&settings.paths.work_dir).map_err(|e| {
+        DerivativesError::CannotCreate {
+            path: settings.paths.work_dir.clone(),
+            source: e,
+        }
     })?;
-    let level = match settings.level {
-        AnalysisLevel::Participant => "participant",
-        AnalysisLevel::Group => "group",
-    };
-    let (log_path, log_file) = out.create_log(level)?;
+    let (log_path, log_file) = out.create_log(settings.level.name())?;
     Ok((out, log_path, log_file))
 }
 
 /// Runs the analysis level in `settings`, writing into `out`.
 pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, PipelineError> {
     let options = IndexOptions {
-        derivatives: settings.derivatives.clone(),
-        exclude: vec![settings.output_dir.clone()],
-        strict: !settings.skip_validation,
+        derivatives: settings.paths.derivatives.clone(),
+        exclude: vec![settings.paths.output_dir.clone()],
+        strict: !settings.selection.skip_validation,
     };
     let started = std::time::Instant::now();
     // Indexing walks subject folders in parallel: keep it within --nprocs too.
     let index_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.nprocs)
+        .num_threads(settings.resources.nprocs)
         .build()
         .map_err(|e| PipelineError::Threads(e.to_string()))?;
-    if !settings.skip_validation {
+    if !settings.selection.skip_validation {
         index_pool.install(|| validate_input(settings))?;
     }
-    let layout = index_pool.install(|| Layout::index(&settings.bids_dir, &options))?;
+    let layout = index_pool.install(|| Layout::index(&settings.paths.bids_dir, &options))?;
     tracing::info!(
         "indexed {} ({} files, {} subjects, {} derivative datasets) in {:.2} s",
-        settings.bids_dir.display(),
+        settings.paths.bids_dir.display(),
         layout.files().len(),
         layout.subjects().len(),
         layout.derivatives().len(),
@@ -281,7 +292,7 @@ fn write_subject_reports(summary: &RunSummary, settings: &Settings, out: &Deriva
 /// listed (file, code, what to do); warnings are summarised.
 fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
     let started = std::time::Instant::now();
-    let config = match &settings.validator_config {
+    let config = match &settings.paths.validator_config {
         Some(p) => {
             bids_validator::Config::read(p).map_err(|e| PipelineError::Invalid(e.to_string()))?
         }
@@ -291,7 +302,7 @@ fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
         config,
         ..Default::default()
     };
-    let report = bids_validator::validate(&settings.bids_dir, &options)
+    let report = bids_validator::validate(&settings.paths.bids_dir, &options)
         .map_err(|e| PipelineError::Invalid(e.to_string()))?;
     let errors = report.errors();
     let warnings = report.warnings();
@@ -307,7 +318,7 @@ fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
     }
     tracing::info!(
         "BIDS validation of {} ({} files, schema {}): {} errors, {} warnings in {:.2} s",
-        settings.bids_dir.display(),
+        settings.paths.bids_dir.display(),
         report.summary.total_files,
         report.summary.schema_version,
         errors.len(),
@@ -333,7 +344,7 @@ fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
             .unwrap_or_default();
         tracing::error!(
             "{}{}: {}{field}: {} {}",
-            settings.bids_dir.display(),
+            settings.paths.bids_dir.display(),
             e.location.as_deref().unwrap_or("/"),
             e.code,
             e.message.lines().next().unwrap_or(""),
@@ -346,7 +357,7 @@ fn validate_input(settings: &Settings) -> Result<(), PipelineError> {
     let first = errors[0];
     Err(PipelineError::Invalid(format!(
         "{}: BIDS validation failed with {} error(s), first {} at {}; fix them, silence codes with --bids-validator-config, or pass --skip-bids-validation",
-        settings.bids_dir.display(),
+        settings.paths.bids_dir.display(),
         errors.len(),
         first.code,
         first.location.as_deref().unwrap_or("/")
@@ -364,13 +375,14 @@ fn run_jobs<F>(
 where
     F: Fn(&Job) -> Result<Outcome, JobError> + Sync,
 {
-    let by_threads = (settings.nprocs / settings.omp_nthreads).max(1);
+    let by_threads = (settings.resources.nprocs / settings.resources.omp_nthreads).max(1);
     let by_mem = settings
+        .resources
         .mem_mb
         .map(|m| (m / MB_PER_SUBJECT).max(1) as usize)
         .unwrap_or(usize::MAX);
     let workers = by_threads.min(by_mem).min(jobs.len().max(1));
-    if let Some(mem) = settings.mem_mb {
+    if let Some(mem) = settings.resources.mem_mb {
         if mem < MB_PER_SUBJECT {
             tracing::warn!(
                 "--mem {mem} MB is below what one subject may need (~{MB_PER_SUBJECT} MB for a 1 mm 256³ scan); running one at a time, large scans may exceed it"
@@ -415,7 +427,7 @@ where
                     }
                     Outcome::Failed(e) => {
                         tracing::error!("{}: {e}", job.label());
-                        if settings.stop_on_first_crash {
+                        if settings.resources.stop_on_first_crash {
                             stop.store(true, Ordering::SeqCst);
                         }
                     }
@@ -435,7 +447,7 @@ where
         .collect();
     Ok(RunSummary {
         reports,
-        stop_on_first_crash: settings.stop_on_first_crash,
+        stop_on_first_crash: settings.resources.stop_on_first_crash,
     })
 }
 

@@ -9,21 +9,22 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::bids::{BidsError, Entity, Layout};
-use crate::cli::{ExitStatus, Settings};
+use crate::bids::{BidsError, Layout};
 use crate::derivatives::{
     DerivativeName, DerivativesDataset, DerivativesError, Sidecar, source_uri,
 };
 use crate::preprocess::mask::MaskSource;
 use crate::preprocess::morphology::dilate;
 use crate::preprocess::register::RegistrationConfig;
-use crate::preprocess::t1w::{PreprocessError, PreprocessedT1w, T1wOptions, preprocess_t1w};
+use crate::preprocess::t1w::{PreprocessError, PreprocessedT1w, preprocess_t1w};
 use crate::preprocess::template::{SPACE, TemplateImage};
 use crate::report::{Outline, mask_centre, orthogonal_slices};
+use crate::settings::{ExitStatus, Settings};
 use crate::volume::{
     OutputDtype, Volume, VolumeError, XformCode, axcodes, read_nifti, to_closest_canonical,
 };
 
+use super::outputs::OutputNames;
 use super::reuse::{ReuseError, find_reusable};
 use super::{Job, Outcome};
 
@@ -107,93 +108,6 @@ impl JobError {
     }
 }
 
-/// The name of the native-space preprocessed T1w for a source. Its sidecar is written last of
-/// all a job's outputs and carries the fingerprint, so it marks the job complete.
-pub fn preproc_name(job: &Job) -> DerivativeName {
-    DerivativeName::from_source(&job.source, "T1w", ".nii.gz").with(Entity::Description, "preproc")
-}
-
-/// Every output of one job's preprocessing.
-pub(super) struct OutputNames {
-    pub(super) native_t1w: DerivativeName,
-    pub(super) native_mask: DerivativeName,
-    pub(super) template_t1w: DerivativeName,
-    pub(super) template_mask: DerivativeName,
-    pub(super) t1w_to_template: DerivativeName,
-    pub(super) template_to_t1w: DerivativeName,
-    pub(super) registration_figure: String,
-    pub(super) mask_figure: String,
-}
-
-impl OutputNames {
-    pub(super) fn new(job: &Job, resolution: u8) -> OutputNames {
-        let res = resolution.to_string();
-        let mask = DerivativeName::from_source(&job.source, "mask", ".nii.gz")
-            .with(Entity::Description, "brain");
-        let xfm = |from: &str, to: &str| {
-            DerivativeName::from_source(&job.source, "xfm", ".txt")
-                .with(Entity::From, from)
-                .with(Entity::To, to)
-                .with(Entity::Mode, "image")
-        };
-        let key = preproc_name(job).source_key();
-        OutputNames {
-            native_t1w: preproc_name(job),
-            native_mask: mask.clone(),
-            template_t1w: preproc_name(job)
-                .with(Entity::Space, SPACE)
-                .with(Entity::Resolution, res.clone()),
-            template_mask: mask
-                .with(Entity::Space, SPACE)
-                .with(Entity::Resolution, res),
-            t1w_to_template: xfm("T1w", SPACE),
-            template_to_t1w: xfm(SPACE, "T1w"),
-            registration_figure: format!("{key}_space-{SPACE}_desc-registration_T1w.png"),
-            mask_figure: format!("{key}_desc-brain_mask.png"),
-        }
-    }
-
-    /// The files, for reporting: the native T1w (the completeness marker) first.
-    fn paths(&self, out: &DerivativesDataset, subject: &str) -> Result<Vec<PathBuf>, JobError> {
-        let mut paths = Vec::new();
-        for n in [
-            &self.native_t1w,
-            &self.native_mask,
-            &self.template_t1w,
-            &self.template_mask,
-        ] {
-            paths.push(out.path(n)?);
-            paths.push(out.path(&n.with_extension(".json"))?);
-        }
-        paths.push(out.path(&self.t1w_to_template)?);
-        paths.push(out.path(&self.template_to_t1w)?);
-        paths.push(out.figure_path(subject, &self.registration_figure)?);
-        paths.push(out.figure_path(subject, &self.mask_figure)?);
-        Ok(paths)
-    }
-}
-
-/// The preprocessing options a job runs with (flags, then the sidecar's `SkullStripped`).
-pub(super) fn options(
-    settings: &Settings,
-    metadata: &serde_json::Map<String, Value>,
-) -> T1wOptions {
-    let skull_stripped = if settings.skull_stripped {
-        Some("--skull-stripped".to_string())
-    } else if metadata.get("SkullStripped").and_then(Value::as_bool) == Some(true) {
-        Some("sidecar SkullStripped: true".to_string())
-    } else {
-        None
-    };
-    T1wOptions {
-        bias_correction: settings.bias_correction,
-        skull_stripped,
-        resolution_mm: settings.output_resolution as f64,
-        intensity: settings.intensity,
-        ..T1wOptions::default()
-    }
-}
-
 /// Everything that determines the output: input bytes, parameters, hcld version.
 fn fingerprint(
     job: &Job,
@@ -226,10 +140,10 @@ fn fingerprint(
     }
     let input_sha = format!("{:x}", input.finalize());
     let params = json!({
-        "Preprocessing": options(settings, metadata),
+        "Preprocessing": settings.preprocessing.t1w_options(metadata),
         "Registration": RegistrationConfig::default(),
         "Reorientation": "closest canonical RAS+ (axis permutation and flips, no resampling)",
-        "Derivatives": settings.derivatives,
+        "Derivatives": settings.paths.derivatives,
     });
     let mut all = Sha256::new();
     all.update(input_sha.as_bytes());
@@ -293,7 +207,7 @@ pub fn preprocess(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<Outcome, JobError> {
-    let names = OutputNames::new(job, settings.output_resolution);
+    let names = OutputNames::new(job, settings.preprocessing.output_resolution);
     let paths = names.paths(out, job.subject())?;
     if let Some(other) = &job.duplicate_of {
         return Err(JobError::DuplicateOutput {
@@ -309,7 +223,7 @@ pub fn preprocess(
         input_info,
         current,
     } = freshness(job, &names.native_t1w, layout, settings, out)?;
-    if current && paths.iter().all(|p| p.is_file()) && !settings.force {
+    if current && paths.iter().all(|p| p.is_file()) && !settings.resources.force {
         return Ok(Outcome::UpToDate(paths));
     }
     let (volume, header) = read_nifti(&job.path)?;
@@ -324,7 +238,7 @@ pub fn preprocess(
         );
     }
     let reuse = find_reusable(layout, job, &canonical)?;
-    let opts = options(settings, &metadata);
+    let opts = settings.preprocessing.t1w_options(&metadata);
     let result =
         preprocess_t1w(&canonical, reuse.mask, reuse.registration, &opts).map_err(|source| {
             JobError::Preprocess {

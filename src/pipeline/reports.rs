@@ -10,20 +10,21 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::bids::Layout;
-use crate::cli::Settings;
 use crate::derivatives::DerivativesDataset;
+use crate::methods::{Method, MethodProvenance};
 use crate::metrics::{
     SiteSample, gradient_correlation, histogram_features, index_labels, pca_2d, site_effect,
 };
-use crate::model::baselines::{Method, brain_values};
+use crate::model::baselines::brain_values;
 use crate::report::FigureError;
 use crate::report::html::{Figure, Section, Table, page};
 use crate::report::plots::{Panel, Series, density, line_panels, line_plot, scatter_plot};
+use crate::settings::Settings;
 use crate::volume::read_nifti;
 
 use super::group::GroupItem;
-use super::harmonize::{figure_names, template_paths};
-use super::participant::OutputNames;
+use super::outputs::OutputNames;
+use super::outputs::{figure_names, template_paths};
 use super::{Job, PipelineError};
 
 fn figure(out: &DerivativesDataset, subject: &str, file: &str, caption: &str) -> Option<Figure> {
@@ -54,7 +55,7 @@ pub fn subject(
 ) -> Result<PathBuf, PipelineError> {
     let mut sections = Vec::new();
     for job in jobs {
-        let names = OutputNames::new(job, settings.output_resolution);
+        let names = OutputNames::new(job, settings.preprocessing.output_resolution);
         let preproc = out.read_sidecar(&names.native_t1w);
         if preproc.is_none() {
             continue;
@@ -121,32 +122,18 @@ pub fn subject(
             "Brain mask (green) over the native preprocessed T1w",
         ));
         for method in Method::ALL {
-            if method == Method::None {
+            if method.is_identity() {
                 continue;
             }
-            let (fig, hist) = figure_names(job, method, settings.output_resolution);
-            let desc = match method {
-                Method::Hcld => {
-                    let sc = out.read_sidecar(
-                        &names
-                            .native_t1w
-                            .clone()
-                            .with(crate::bids::Entity::Description, method.desc()),
-                    );
-                    let target = sidecar_field(&sc, &["hcld", "Parameters", "Target", "Label"])
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string();
-                    let model = sidecar_field(&sc, &["hcld", "Parameters", "Model", "SHA256"])
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .chars()
-                        .take(12)
-                        .collect::<String>();
-                    format!("HCLD to target {target} (model {model})")
-                }
-                m => m.name().to_string(),
-            };
+            let (fig, hist) = figure_names(job, method, settings.preprocessing.output_resolution);
+            let provenance = MethodProvenance::read(
+                out,
+                &names
+                    .native_t1w
+                    .clone()
+                    .with(crate::bids::Entity::Description, method.desc()),
+            );
+            let desc = method.report_label(provenance.as_ref());
             s.figures.extend(figure(out, job.subject(), &fig, &format!("{desc}: before (top), after (middle), difference after − before, each scaled by its brain 1st–99th percentiles (bottom; red brighter, blue darker); brain mask in green")));
             s.figures.extend(figure(out, job.subject(), &hist, &format!("{desc}: brain intensity densities of this image before and after, and of the target (dashed) under the same method")));
         }
@@ -157,7 +144,7 @@ pub fn subject(
         &format!(
             "{} image(s); BIDS_DIR {}",
             sections.len(),
-            settings.bids_dir.display()
+            settings.paths.bids_dir.display()
         ),
         &sections,
     );
@@ -181,16 +168,15 @@ fn read_method(
 ) -> MethodData {
     let mut images = Vec::new();
     for (k, item) in items.iter().enumerate() {
-        let Ok((output, preproc, mask)) =
-            template_paths(&item.job, method, settings.output_resolution, out)
-        else {
+        let Ok((output, preproc, mask)) = template_paths(
+            &item.job,
+            method,
+            settings.preprocessing.output_resolution,
+            out,
+        ) else {
             continue;
         };
-        let path = if method == Method::None {
-            preproc.clone()
-        } else {
-            output
-        };
+        let path = output;
         let (Ok((image, _)), Ok((m, _))) = (read_nifti(&path), read_nifti(&mask)) else {
             continue;
         };
@@ -198,7 +184,7 @@ fn read_method(
         if inside.len() != image.data().len() {
             continue;
         }
-        let grad = if method == Method::None {
+        let grad = if method.is_identity() {
             1.0
         } else {
             match read_nifti(&preproc) {
@@ -227,7 +213,7 @@ fn fmt(v: f64, digits: usize) -> String {
 
 fn fig_err(e: FigureError) -> PipelineError {
     PipelineError::Setup {
-        status: crate::cli::ExitStatus::SomeFailed,
+        status: crate::settings::ExitStatus::SomeFailed,
         message: format!("group report: {e}"),
     }
 }
@@ -487,15 +473,8 @@ fn training_section(out: &DerivativesDataset) -> Result<Section, PipelineError> 
         title: "HCLD models and training curves".into(),
         ..Section::default()
     };
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.models_dir())
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("config.json").is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
+    let store = out.models();
+    let dirs = store.artefacts();
     if dirs.is_empty() {
         s.paragraphs.push(
             "No HCLD model under models/ (train one with the group level and --method hcld)."
@@ -521,7 +500,7 @@ fn training_section(out: &DerivativesDataset) -> Result<Section, PipelineError> 
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if let Ok(m) = crate::model::artefact::read_manifest(dir) {
-            let stage = |r: &Option<crate::model::training::StageReport>| {
+            let stage = |r: &Option<crate::model::artefact::StageReport>| {
                 r.as_ref()
                     .map(|r| {
                         format!(
@@ -552,7 +531,7 @@ fn training_section(out: &DerivativesDataset) -> Result<Section, PipelineError> 
         }
         for stage in ["autoencoder", "diffusion"] {
             if let Some(fig) = loss_figure(
-                &dir.join("training").join(format!("{stage}_loss.csv")),
+                &store.training_file(dir, &format!("{stage}_loss.csv")),
                 &format!("{name} {stage}"),
             )? {
                 s.figures.push(fig);

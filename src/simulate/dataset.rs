@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{SimulateError, Simulation, SimulationConfig, SiteParams, SourceInfo, SubjectParams};
+use crate::derivatives::{write_atomic, write_atomic_with};
 use crate::volume::{OutputDtype, Volume, XformCode, write_nifti};
 
 /// Where the ground truth lives inside a simulated dataset.
@@ -65,19 +66,10 @@ fn werr(path: &Path, e: impl std::fmt::Display) -> SimulateError {
     }
 }
 
-/// A hidden temporary name beside `path` that keeps its extension (NIfTI writers need it).
-fn temporary(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".hcld-tmp-{}-{name}", std::process::id()))
-}
-
+// Through the crate's one atomic writer (a simulated dataset is not OUTPUT_DIR, so no
+// containment check).
 fn write_text(path: &Path, text: &str) -> Result<(), SimulateError> {
-    let tmp = temporary(path);
-    std::fs::write(&tmp, text).map_err(|e| werr(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| werr(path, e))
+    write_atomic(path, text.as_bytes()).map_err(|e| werr(path, e))
 }
 
 fn write_image(
@@ -86,9 +78,10 @@ fn write_image(
     dtype: OutputDtype,
     what: &str,
 ) -> Result<(), SimulateError> {
-    let tmp = temporary(path);
-    write_nifti(&tmp, v, dtype, XformCode::AlignedAnat, what).map_err(|e| werr(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| werr(path, e))
+    write_atomic_with(path, |tmp| {
+        write_nifti(tmp, v, dtype, XformCode::AlignedAnat, what).map_err(|e| e.to_string())
+    })
+    .map_err(|e| werr(path, e))
 }
 
 /// The ground-truth image of subject `subject` (label) rendered at site `site` (label).

@@ -237,7 +237,7 @@ fn nprocs_is_capped_at_a_few_threads_per_cpu() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     let cpus = std::thread::available_parallelism().unwrap().get();
-    let cap = hcld::cli::MAX_THREADS_PER_CPU * cpus;
+    let cap = hcld::settings::MAX_THREADS_PER_CPU * cpus;
     assert!(
         stderr.contains(&format!(
             "--nprocs 100000: using {cap} threads, 4 per CPU this process may use"

@@ -13,14 +13,14 @@ use hcld::model::config::HcldConfig;
 use hcld::model::device::ComputeDevice;
 use hcld::model::diffusion::translate;
 use hcld::model::sampler::DdimSampler;
-use hcld::model::training::{
+use hcld::preprocess::filter::gaussian_smooth;
+use hcld::preprocess::intensity::{IntensityScaling, scale_intensity};
+use hcld::preprocess::resample::{Grid, Interpolation, resample};
+use hcld::train::{
     InMemoryTrainingSet, TrainOptions, TrainingError, TrainingSet, encode_all, fit, grid_tensor,
     latent_scale, latent_tensor, noise_prediction_error, reconstruction_error, tensor_values,
     train_autoencoder, train_diffusion,
 };
-use hcld::preprocess::filter::gaussian_smooth;
-use hcld::preprocess::intensity::{IntensityScaling, scale_intensity};
-use hcld::preprocess::resample::{Grid, Interpolation, resample};
 use hcld::volume::read_nifti;
 use nalgebra::Matrix4;
 
@@ -165,14 +165,8 @@ fn fit_trains_both_stages_into_a_loadable_artefact() {
     let work = tempfile::tempdir().unwrap();
     let mut options = TrainOptions::new(work.path().join("checkpoints"));
     options.max_steps = Some(4);
-    let fitted = fit(
-        &config,
-        &set,
-        &device,
-        &options,
-        &work.path().join("models"),
-    )
-    .unwrap();
+    let fitted = fit(&config, &set, &device, &options).unwrap();
+    let fitted_dir = fitted.files.save(&work.path().join("models")).unwrap();
     let summary = &fitted.manifest.training;
     assert_eq!(summary.images_per_site.values().sum::<usize>(), 4);
     assert_eq!(
@@ -183,19 +177,13 @@ fn fit_trains_both_stages_into_a_loadable_artefact() {
     );
     assert_eq!(summary.autoencoder.as_ref().unwrap().steps, 4);
     assert_eq!(summary.diffusion.as_ref().unwrap().steps, 4);
-    let loaded = load_artefact(&fitted.dir, &device).unwrap();
-    assert_eq!(loaded.sha256, fitted.sha256);
+    let loaded = load_artefact(&fitted_dir, &device).unwrap();
+    assert_eq!(loaded.sha256, fitted.files.sha256);
     assert_eq!(loaded.manifest.latent_scale, fitted.manifest.latent_scale);
     // Running it again resumes both finished stages: the same weights (the summary, and so the
     // digest, records the resume).
-    let again = fit(
-        &config,
-        &set,
-        &device,
-        &options,
-        &work.path().join("models"),
-    )
-    .unwrap();
+    let again = fit(&config, &set, &device, &options).unwrap();
+    let again_dir = again.files.save(&work.path().join("models")).unwrap();
     assert_eq!(
         again
             .manifest
@@ -206,7 +194,7 @@ fn fit_trains_both_stages_into_a_loadable_artefact() {
             .resumed_from,
         Some(4)
     );
-    let reloaded = load_artefact(&again.dir, &device).unwrap();
+    let reloaded = load_artefact(&again_dir, &device).unwrap();
     let x = grid_tensor(&[&set.items[2].2], config.grid.shape, &device.device);
     let recon = |m: &hcld::model::artefact::LoadedModel| {
         tensor_values(m.autoencoder.reconstruct(x.clone()))

@@ -19,24 +19,25 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use crate::bids::Layout;
-use crate::cli::{ExitStatus, Settings};
 use crate::derivatives::DerivativesDataset;
+use crate::methods::{
+    Method, MethodError, ReferenceUnits, RunContext, find_model, load_harmonizer, network_pool,
+};
 use crate::metrics::{
     MethodMetrics, MetricTable, SegmentationOptions, SiteSample, chance_interval, fidelity,
     gradient_correlation, image_features, index_labels, regression_score, ridge_logo_predictions,
     segment_tissues, site_effect, tissue_dice, volume_change,
 };
-use crate::model::baselines::{Method, NyulLandmarks, brain_values, fit_map};
+use crate::model::baselines::brain_values;
+use crate::model::grid::{from_model_grid, to_model_grid};
 use crate::preprocess::resample::Grid;
+use crate::settings::{ExitStatus, Settings};
 use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti};
 
 use super::PipelineError;
 use super::group::GroupItem;
-use super::harmonize::{
-    find_model, from_model_grid, load_harmonizer, network_pool, read_nyul, template_paths,
-    to_model_grid,
-};
+use super::outputs::template_paths;
 use reference::{Reference, Target, pair_reference, partner_at, simulated_reference, target};
 
 /// Every ~`SUBSAMPLE`-th brain voxel feeds the distributions (as the group report).
@@ -99,9 +100,10 @@ pub fn cv_groups(items: &[GroupItem], truth: Option<&GroundTruth>) -> (CvGroups,
 /// `BIDS_DIR/sourcedata/ground-truth`), if there is one.
 pub fn ground_truth(settings: &Settings) -> Result<Option<GroundTruth>, PipelineError> {
     match settings
+        .harmonisation
         .ground_truth
         .clone()
-        .or_else(|| GroundTruth::find(&settings.bids_dir))
+        .or_else(|| GroundTruth::find(&settings.paths.bids_dir))
     {
         Some(dir) => Ok(Some(
             GroundTruth::open(&dir).map_err(|e| eval_err(e.to_string()))?,
@@ -217,10 +219,10 @@ fn output_image(
     out: &DerivativesDataset,
 ) -> Option<Volume> {
     match row {
-        Row::Method(Method::None) => Some(data.preproc.clone()),
+        Row::Method(m) if m.is_identity() => Some(data.preproc.clone()),
         Row::Method(m) => {
             let (output, _, _) =
-                template_paths(&item.job, m, settings.output_resolution, out).ok()?;
+                template_paths(&item.job, m, settings.preprocessing.output_resolution, out).ok()?;
             read_nifti(&output).ok().map(|r| r.0)
         }
         Row::Reconstruction => reconstructions.and_then(|r| r.get(k).cloned()),
@@ -232,7 +234,7 @@ fn score(
     k: usize,
     image: &Volume,
     data: &ItemData,
-    nyul: Option<&NyulLandmarks>,
+    units: &ReferenceUnits,
     hcld_to_site: bool,
 ) -> Option<Scored> {
     if image.data().len() != data.mask.len() {
@@ -241,19 +243,20 @@ fn score(
     let seg = SegmentationOptions::default();
     let (labels, _) = segment_tissues(image.data(), image.dims(), &data.mask, &seg).ok()?;
     let dice_vs_source = tissue_dice(&labels, &data.source_labels).1;
-    let gradient = if row == Row::Method(Method::None) {
+    let gradient = if matches!(row, Row::Method(m) if m.is_identity()) {
         1.0
     } else {
         gradient_correlation(&data.preproc, image, &data.mask)
     };
     let truth = data.reference.as_ref().and_then(|r| {
         // The reference in the method's units: intensity maps are fitted on it as on any image.
-        let reference: Vec<f32> = match row {
-            Row::Method(m) if !m.keeps_preprocessed_units() => {
-                let (map, _) = fit_map(m, &brain_values(r.image.data(), &r.mask), nyul).ok()?;
+        let reference: Vec<f32> = match units {
+            ReferenceUnits::Preprocessed => r.image.data().to_vec(),
+            ReferenceUnits::Map(fit) => {
+                let map = fit(&brain_values(r.image.data(), &r.mask))?;
                 map.apply_masked(r.image.data(), &r.mask)
             }
-            _ => r.image.data().to_vec(),
+            ReferenceUnits::Unavailable(_) => return None,
         };
         let (ssim, psnr) = fidelity(&reference, image.data(), image.dims(), &r.mask)?;
         let own_labels = if r.mask == data.mask {
@@ -307,13 +310,19 @@ fn reconstructions(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<Option<Vec<Volume>>, PipelineError> {
-    let dir = match find_model(settings, out) {
+    let stop = super::stop_flag();
+    let ctx = RunContext {
+        settings,
+        out,
+        stop: &stop,
+    };
+    let dir = match find_model(&ctx) {
         Ok(d) => d,
-        Err(PipelineError::Setup { message, .. }) => {
+        Err(MethodError::Setup { message, .. }) => {
             tracing::info!("evaluation: no hcld-recon row: {message}");
             return Ok(None);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let started = std::time::Instant::now();
     let harmonizer = load_harmonizer(settings, &dir)?;
@@ -451,11 +460,12 @@ pub fn evaluate(
                 .join(", ")
         )));
     }
-    let nyul_path = settings
-        .nyul_landmarks
-        .clone()
-        .unwrap_or_else(|| out.models_dir().join("nyul.json"));
-    let nyul = read_nyul(&nyul_path).ok().map(|n| n.landmarks);
+    let stop = super::stop_flag();
+    let ctx = RunContext {
+        settings,
+        out,
+        stop: &stop,
+    };
     let started = std::time::Instant::now();
     let data: Vec<ItemData> = items
         .par_iter()
@@ -497,10 +507,16 @@ pub fn evaluate(
         .map(|&m| Row::Method(m))
         .chain(std::iter::once(Row::Reconstruction));
     for row in all_rows {
-        if row == Row::Method(Method::Nyul) && nyul.is_none() && references > 0 {
+        let units = match row {
+            Row::Method(m) => m.reference_units(&ctx),
+            Row::Reconstruction => ReferenceUnits::Preprocessed,
+        };
+        if let ReferenceUnits::Unavailable(why) = &units
+            && references > 0
+        {
             tracing::warn!(
-                "evaluation: {}: no Nyúl landmarks, so nyul is scored without a reference",
-                nyul_path.display()
+                "evaluation: {why}, so {} is scored without a reference",
+                row.name()
             );
         }
         let scored: Vec<Scored> = items
@@ -510,7 +526,7 @@ pub fn evaluate(
             .filter_map(|(k, (item, d))| {
                 let image =
                     output_image(row, k, item, d, reconstructions.as_deref(), settings, out)?;
-                score(row, k, &image, d, nyul.as_ref(), hcld_to_site)
+                score(row, k, &image, d, &units, hcld_to_site)
             })
             .collect();
         if scored.is_empty() {

@@ -6,23 +6,21 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::cli::{Settings, TargetSpec};
 use crate::derivatives::DerivativesDataset;
+use crate::methods::{Method, MethodProvenance};
 use crate::metrics::masked_correlation;
-use crate::model::baselines::Method;
+use crate::model::harmonize::TargetKind;
 use crate::preprocess::itk::WorldAffine;
 use crate::preprocess::mask::{BrainMask, MaskSource};
 use crate::preprocess::resample::Grid;
 use crate::preprocess::t1w::{KnownRegistration, preprocess_t1w};
+use crate::settings::{Settings, TargetSpec};
 use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti, to_closest_canonical};
 
 use super::super::PipelineError;
 use super::super::group::GroupItem;
-use super::super::harmonize::template_paths;
-use super::super::participant::{OutputNames, options};
+use super::super::outputs::{MethodNames, OutputNames};
 use super::eval_err;
 
 /// The same brain at the target site, on this image's template grid.
@@ -31,23 +29,6 @@ pub(super) struct Reference {
     /// Where the two are compared (this image's mask, or both masks when the reference has its
     /// own registration).
     pub(super) mask: Vec<bool>,
-}
-
-/// The first `Target` object with a `Kind` and a `Label` found in a sidecar (HCLD outputs record
-/// their target there): (kind, label).
-fn recorded_target(v: &Value) -> Option<(String, String)> {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::Object(t)) = m.get("Target")
-                && let Some(Value::String(kind)) = t.get("Kind")
-                && let Some(Value::String(label)) = t.get("Label")
-            {
-                return Some((kind.clone(), label.clone()));
-            }
-            m.values().find_map(recorded_target)
-        }
-        _ => None,
-    }
 }
 
 /// The target of the evaluation.
@@ -63,23 +44,22 @@ pub(super) struct Target {
 /// The site references are taken at: `--target-site`, else the site HCLD outputs were
 /// harmonised to, else the site with the most images.
 pub(super) fn target(items: &[GroupItem], settings: &Settings, out: &DerivativesDataset) -> Target {
+    // What the outputs of a method with a target record (their provenance's target).
     let recorded = items.iter().find_map(|item| {
-        let (output, _, _) =
-            template_paths(&item.job, Method::Hcld, settings.output_resolution, out).ok()?;
-        let sidecar = output.with_file_name(
-            output
-                .file_name()
-                .map(|n| n.to_string_lossy().replace(".nii.gz", ".json"))
-                .unwrap_or_default(),
-        );
-        let text = std::fs::read_to_string(&sidecar).ok()?;
-        recorded_target(&serde_json::from_str::<Value>(&text).ok()?)
+        Method::ALL
+            .iter()
+            .filter(|m| m.has_target())
+            .find_map(|&m| {
+                let names = OutputNames::new(&item.job, settings.preprocessing.output_resolution);
+                let name = MethodNames::new(m, &names).template;
+                MethodProvenance::read(out, &name)?.target()
+            })
     });
     let recorded_site = recorded
         .as_ref()
-        .filter(|(kind, _)| kind == "site")
+        .filter(|(kind, _)| *kind == TargetKind::Site)
         .map(|(_, label)| label.clone());
-    let site = match &settings.target {
+    let site = match &settings.harmonisation.target {
         Some(TargetSpec::Site(s)) => Some(s.clone()),
         _ => recorded_site.clone().or_else(|| {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -94,7 +74,7 @@ pub(super) fn target(items: &[GroupItem], settings: &Settings, out: &Derivatives
     };
     let hcld_to_site = match &recorded {
         Some(_) => recorded_site.is_some() && recorded_site == site,
-        None => !matches!(settings.target, Some(TargetSpec::Image(_))),
+        None => !matches!(settings.harmonisation.target, Some(TargetSpec::Image(_))),
     };
     Target { site, hcld_to_site }
 }
@@ -112,7 +92,7 @@ fn with_item_registration(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<Option<Volume>, PipelineError> {
-    let names = OutputNames::new(&item.job, settings.output_resolution);
+    let names = OutputNames::new(&item.job, settings.preprocessing.output_resolution);
     let shown = |p: &Path| p.display().to_string();
     let (image, _) = read_nifti(path)
         .map_err(|e| eval_err(format!("{}: {e}; check the reference image", shown(path))))?;
@@ -143,7 +123,7 @@ fn with_item_registration(
         },
     };
     let metadata = serde_json::Map::new();
-    let mut opts = options(settings, &metadata);
+    let mut opts = settings.preprocessing.t1w_options(&metadata);
     opts.skull_stripped = Some("the reference shares the image's brain mask".into());
     let pre = preprocess_t1w(
         &image,

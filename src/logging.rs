@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use super::{CliError, ExitStatus};
+use crate::settings::{ExitStatus, SettingsError};
 use std::sync::{Mutex, OnceLock};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,8 +49,8 @@ impl<'a> MakeWriter<'a> for StderrMaker {
 /// Installs the global logger: stderr at `info`/`debug`/`trace` for verbosity 0/1/2+ (info by
 /// default, so batch logs show each file), and, when `log_file` is given, a debug-level copy there.
 /// `HCLD_LOG` (an `EnvFilter` string such as `hcld=debug`) overrides the stderr level.
-pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), CliError> {
-    let usage = |message: String| CliError {
+pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), SettingsError> {
+    let usage = |message: String| SettingsError {
         status: ExitStatus::Usage,
         message,
     };
@@ -86,7 +86,7 @@ pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), CliErr
         .with(stderr_layer)
         .with(file_layer)
         .try_init()
-        .map_err(|e| CliError {
+        .map_err(|e| SettingsError {
             status: ExitStatus::IoError,
             message: format!("logger already installed: {e}"),
         })

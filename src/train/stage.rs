@@ -1,0 +1,161 @@
+//! What both stages share: starting or resuming a stage from its checkpoint, the step plan
+//! (gradient accumulation), the non-finite check, logging and checkpointing after each forward
+//! pass, and the stage report at the end.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, ModuleOptimizer};
+
+use crate::model::discriminator::Discriminator;
+
+use super::TrainOptions;
+use super::checkpoint::*;
+use super::data::*;
+use crate::model::artefact::StageReport;
+
+/// What both stages share: the network being trained with its optimiser and gradient
+/// accumulator, the optional discriminator with its own, the step counters, and the checkpoint
+/// they resume from and are saved to.
+pub(crate) struct StageRun<M: Module> {
+    pub(crate) name: &'static str,
+    pub(crate) ckpt: Checkpoint,
+    pub(crate) model: M,
+    pub(crate) optim: ModuleOptimizer,
+    pub(crate) accumulator: GradientsAccumulator<M>,
+    pub(crate) disc: Option<Discriminator>,
+    pub(crate) disc_optim: ModuleOptimizer,
+    pub(crate) disc_accumulator: GradientsAccumulator<Discriminator>,
+    pub(crate) step: usize,
+    pub(crate) optimizer_steps: usize,
+    pub(crate) resumed_from: Option<usize>,
+}
+
+/// How a stage steps its optimisers.
+pub(crate) struct StepPlan {
+    pub(crate) learning_rate: f64,
+    pub(crate) discriminator_learning_rate: f64,
+    pub(crate) accumulation_steps: usize,
+    pub(crate) total: usize,
+    pub(crate) per_epoch: usize,
+}
+
+impl<M: Module> StageRun<M> {
+    /// New networks, or those of the stage's checkpoint when it has one.
+    pub(crate) fn start(
+        name: &'static str,
+        ckpt: Checkpoint,
+        model: M,
+        optim: ModuleOptimizer,
+        disc: Option<Discriminator>,
+        disc_optim: ModuleOptimizer,
+    ) -> Result<Self, TrainingError> {
+        let mut run = StageRun {
+            name,
+            model,
+            optim,
+            accumulator: GradientsAccumulator::new(),
+            disc,
+            disc_optim,
+            disc_accumulator: GradientsAccumulator::new(),
+            step: 0,
+            optimizer_steps: 0,
+            resumed_from: None,
+            ckpt,
+        };
+        if let Some(state) = run.ckpt.state()? {
+            run.model = run.ckpt.load_module("model", run.model)?;
+            run.optim = run.ckpt.load_optimizer("optimizer", run.optim)?;
+            if let Some(d) = run.disc.take() {
+                run.disc = Some(run.ckpt.load_module("discriminator", d)?);
+                run.disc_optim = run
+                    .ckpt
+                    .load_optimizer("discriminator_optimizer", run.disc_optim)?;
+            }
+            tracing::info!(
+                "{name}: resuming after step {} from {}",
+                state.step,
+                run.ckpt.dir.display()
+            );
+            (run.step, run.optimizer_steps, run.resumed_from) =
+                (state.step, state.optimizer_steps, Some(state.step));
+        }
+        Ok(run)
+    }
+
+    /// Ends a forward pass whose gradients are accumulated: records its curve row (`values`
+    /// after step and epoch), steps the optimisers every `accumulation_steps` passes and at the
+    /// last, checkpoints when due or asked to stop, and stops with
+    /// [`TrainingError::Interrupted`] when asked.
+    pub(crate) fn end_forward(
+        mut self,
+        plan: &StepPlan,
+        options: &TrainOptions,
+        curve: &mut Curve,
+        epoch: usize,
+        values: &[f64],
+    ) -> Result<Self, TrainingError> {
+        self.step += 1;
+        let mut row = vec![self.step as f64, epoch as f64];
+        row.extend_from_slice(values);
+        curve.push(row);
+        let step = self.step;
+        if step.is_multiple_of(plan.accumulation_steps) || step == plan.total {
+            self.model = self
+                .optim
+                .step(plan.learning_rate, self.model, self.accumulator.grads());
+            if let Some(d) = self.disc.take() {
+                self.disc = Some(self.disc_optim.step(
+                    plan.discriminator_learning_rate,
+                    d,
+                    self.disc_accumulator.grads(),
+                ));
+            }
+            self.optimizer_steps += 1;
+            let stop = options.stopped();
+            if self
+                .optimizer_steps
+                .is_multiple_of(options.checkpoint_every.max(1))
+                || step == plan.total
+                || stop
+            {
+                let mut modules = vec![("model", self.model.clone().into_record())];
+                let mut optimizers = vec![("optimizer", &self.optim)];
+                if let Some(d) = &self.disc {
+                    modules.push(("discriminator", d.clone().into_record()));
+                    optimizers.push(("discriminator_optimizer", &self.disc_optim));
+                }
+                self.ckpt
+                    .save(step, self.optimizer_steps, modules, optimizers)?;
+                curve.save()?;
+            }
+            if stop && step < plan.total {
+                return Err(TrainingError::Interrupted {
+                    stage: self.name,
+                    step,
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Saves the curve and sums the stage up.
+    pub(crate) fn finish(
+        &self,
+        plan: &StepPlan,
+        curve: &Curve,
+        started: Instant,
+    ) -> Result<StageReport, TrainingError> {
+        curve.save()?;
+        let (first_loss, last_loss) = curve.first_last();
+        Ok(StageReport {
+            steps: self.step,
+            optimizer_steps: self.optimizer_steps,
+            epochs: self.step as f64 / plan.per_epoch as f64,
+            resumed_from: self.resumed_from,
+            first_loss,
+            last_loss,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
