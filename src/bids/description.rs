@@ -34,9 +34,9 @@ impl DatasetDescription {
     /// Reads and checks `dataset_description.json` in `root`.
     pub fn read(root: &Path) -> Result<DatasetDescription, BidsError> {
         let path = root.join("dataset_description.json");
-        let bytes = match super::layout::read_bounded(
+        let bytes = match super::read::read_bounded(
             &path,
-            super::layout::MAX_JSON_BYTES,
+            super::read::MAX_JSON_BYTES,
             "dataset_description.json",
         ) {
             Ok(t) => t,

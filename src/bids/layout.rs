@@ -15,108 +15,14 @@ use serde_json::{Map, Value};
 
 use super::BidsError;
 use super::description::{DatasetDescription, DatasetType};
-use super::entities::{Entity, parse_filename};
+use super::entities::Entity;
+use super::file::BidsFile;
 use super::query::Query;
+use super::read::{MAX_JSON_BYTES, read_bounded};
 use super::tables::Table;
-
-/// BIDS datatype folder names.
-const DATATYPES: [&str; 15] = [
-    "anat", "beh", "dwi", "eeg", "fmap", "func", "ieeg", "meg", "micr", "motion", "mrs", "nirs",
-    "perf", "pet", "emg",
-];
 
 /// Top-level folders that are not part of the indexed data (`derivatives/` is indexed separately).
 const SKIPPED_TOP_LEVEL: [&str; 4] = ["sourcedata", "code", "stimuli", "derivatives"];
-
-/// One indexed file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BidsFile {
-    rel: String,
-    entities: Vec<(Entity, String)>,
-    suffix: Option<String>,
-    extension: String,
-    datatype: Option<&'static str>,
-    dangling: bool,
-    valid_name: bool,
-}
-
-impl BidsFile {
-    /// Builds the record for a path relative to the dataset root (`/`-separated).
-    pub fn from_rel(rel: String, dangling: bool) -> BidsFile {
-        let name = rel.rsplit('/').next().unwrap_or(&rel);
-        let parsed = parse_filename(name);
-        let parts: Vec<&str> = rel.split('/').collect();
-        let datatype_dir = match parts.as_slice() {
-            [s, d, _] if s.starts_with("sub-") => Some(*d),
-            [s, ses, d, _] if s.starts_with("sub-") && ses.starts_with("ses-") => Some(*d),
-            _ => None,
-        };
-        let datatype = datatype_dir.and_then(|d| DATATYPES.iter().copied().find(|t| *t == d));
-        BidsFile {
-            entities: parsed.entities,
-            suffix: parsed.suffix,
-            extension: parsed.extension,
-            datatype,
-            dangling,
-            valid_name: parsed.well_formed && parsed.unknown.is_empty(),
-            rel,
-        }
-    }
-
-    /// Path relative to the dataset root, `/`-separated (`sub-01/anat/sub-01_T1w.nii.gz`).
-    pub fn rel_path(&self) -> &str {
-        &self.rel
-    }
-
-    /// The file name.
-    pub fn filename(&self) -> &str {
-        self.rel.rsplit('/').next().unwrap_or(&self.rel)
-    }
-
-    /// The value of `entity`, if the name has it.
-    pub fn entity(&self, entity: Entity) -> Option<&str> {
-        self.entities
-            .iter()
-            .find(|(e, _)| *e == entity)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All known entities, in specification order.
-    pub fn entities(&self) -> &[(Entity, String)] {
-        &self.entities
-    }
-
-    /// The suffix (`T1w`), if any.
-    pub fn suffix(&self) -> Option<&str> {
-        self.suffix.as_deref()
-    }
-
-    /// The extension from the first dot (`.nii.gz`).
-    pub fn extension(&self) -> &str {
-        &self.extension
-    }
-
-    /// The datatype folder the file sits in (`anat`), if any.
-    pub fn datatype(&self) -> Option<&str> {
-        self.datatype
-    }
-
-    /// True when the name follows the BIDS grammar (`key-value` pairs of known entities, letters
-    /// and digits only, then a suffix).
-    pub fn is_valid_name(&self) -> bool {
-        self.valid_name
-    }
-
-    /// True for a symlink whose target is missing (un-fetched DataLad/git-annex content).
-    pub fn is_dangling(&self) -> bool {
-        self.dangling
-    }
-
-    /// The folder part of the relative path (`""` at the root).
-    fn dir(&self) -> &str {
-        self.rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
-    }
-}
 
 /// How to index a dataset.
 #[derive(Debug, Clone, Default)]
@@ -369,34 +275,6 @@ impl Layout {
         }
         Ok(merged)
     }
-}
-
-/// The largest JSON file hcld reads (sidecars, dataset_description.json, filter files): real ones
-/// are kilobytes; a file of hundreds of MB named `.json` is a mistake, refused before reading it.
-pub(super) const MAX_JSON_BYTES: u64 = 16 << 20;
-/// The largest TSV table (participants.tsv of a million subjects is ~100 MB).
-pub(super) const MAX_TSV_BYTES: u64 = 512 << 20;
-
-/// Reads a metadata file whole after checking its size against `limit` (bytes).
-pub(super) fn read_bounded(
-    path: &Path,
-    limit: u64,
-    what: &'static str,
-) -> Result<Vec<u8>, BidsError> {
-    let io = |e| BidsError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > limit {
-        return Err(BidsError::TooLarge {
-            path: path.to_path_buf(),
-            size_mb: size.div_ceil(1 << 20),
-            limit_mb: limit >> 20,
-            what,
-        });
-    }
-    std::fs::read(path).map_err(io)
 }
 
 /// Reads a JSON file that must hold an object.

@@ -8,15 +8,18 @@
 mod description;
 mod entities;
 mod error;
+mod file;
 mod layout;
 mod query;
+mod read;
 pub mod sites;
 mod tables;
 
 pub use description::{DatasetDescription, DatasetType};
 pub use entities::{Entity, ParsedName, is_label, parse_filename};
 pub use error::BidsError;
-pub use layout::{BidsFile, IndexOptions, Layout, parse_json_object, read_json_object};
+pub use file::BidsFile;
+pub use layout::{IndexOptions, Layout, parse_json_object, read_json_object};
 pub use query::{Field, Filter, Query};
 pub use tables::Table;
 

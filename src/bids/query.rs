@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{BidsError, BidsFile, Entity};
+use super::file::BidsFile;
+use super::{BidsError, Entity};
 
 /// What a condition looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +122,7 @@ impl Query {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes =
-            super::layout::read_bounded(path, super::layout::MAX_JSON_BYTES, "filter file")?;
+        let bytes = super::read::read_bounded(path, super::read::MAX_JSON_BYTES, "filter file")?;
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON ({e})")))?;
         let Value::Object(top) = value else {

@@ -18,7 +18,7 @@ impl Table {
     /// trimmed; `n/a` and empty cells become `None`. Rows with the wrong number of cells, duplicate
     /// keys and a missing key column are errors naming the file and line.
     pub fn read(path: &Path, key_column: &str) -> Result<Table, BidsError> {
-        let bytes = super::layout::read_bounded(path, super::layout::MAX_TSV_BYTES, "TSV table")?;
+        let bytes = super::read::read_bounded(path, super::read::MAX_TSV_BYTES, "TSV table")?;
         Table::parse(path, &bytes, key_column)
     }
 

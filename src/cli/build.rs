@@ -13,7 +13,7 @@ use crate::model::schedule::ScheduleConfig;
 use crate::preprocess::intensity::IntensityScaling;
 use crate::settings::{
     AnalysisLevel, DdimOverrides, ExitStatus, Harmonisation, MAX_THREADS_PER_CPU, ModelSettings,
-    Paths, Preprocessing, Resources, Selection, Settings, SettingsError, TargetSpec,
+    Paths, Preprocessing, Resources, RunSettings, Selection, Settings, SettingsError, TargetSpec,
 };
 
 use super::args::{Args, ConfigSource, MethodChoice};
@@ -28,15 +28,18 @@ pub fn settings(args: &Args) -> Result<Settings> {
     let resources = resources(args)?;
     let preprocessing = preprocessing(args)?;
     let model = model(args)?;
-    let harmonisation = harmonisation(args, level)?;
+    let (methods, harmonisation) = harmonisation(args, level)?;
     Ok(Settings {
-        level,
-        paths,
-        selection,
-        resources,
-        preprocessing,
-        model,
-        harmonisation,
+        methods,
+        run: RunSettings {
+            level,
+            paths,
+            selection,
+            resources,
+            preprocessing,
+            model,
+            harmonisation,
+        },
     })
 }
 
@@ -287,7 +290,7 @@ fn model(args: &Args) -> Result<ModelSettings> {
 
 /// Methods (in report order, without duplicates), target, DDIM overrides, Nyúl landmarks and
 /// the evaluation.
-fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<Harmonisation> {
+fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<(Vec<Method>, Harmonisation)> {
     let mut methods: Vec<Method> = Vec::new();
     let requested: &[MethodChoice] = if args.method.is_empty() {
         &[MethodChoice::One(Method::HCLD)]
@@ -360,16 +363,18 @@ fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<Harmonisation> {
             "--evaluate and --ground-truth belong to the group level: run 'hcld BIDS_DIR OUTPUT_DIR group --evaluate' after the participant level",
         ));
     }
-    Ok(Harmonisation {
+    Ok((
         methods,
-        methods_explicit: !args.method.is_empty(),
-        target,
-        ddim,
-        nyul_landmarks,
-        seed: args.seed,
-        evaluate: args.evaluate || ground_truth.is_some(),
-        ground_truth,
-    })
+        Harmonisation {
+            methods_explicit: !args.method.is_empty(),
+            target,
+            ddim,
+            nyul_landmarks,
+            seed: args.seed,
+            evaluate: args.evaluate || ground_truth.is_some(),
+            ground_truth,
+        },
+    ))
 }
 
 /// Strips an optional prefix and checks the BIDS label grammar (this also rules out `../x`).

@@ -16,11 +16,8 @@ mod provenance;
 mod whitestripe;
 mod zscore;
 
-pub use hcld::{
-    DdimRecord, HcldParameters, ModelRecord, TargetRecord, find_model, load_harmonizer,
-    network_pool,
-};
-pub use provenance::MethodProvenance;
+pub use hcld::{find_model, load_harmonizer, network_pool};
+pub use provenance::{DdimRecord, HcldParameters, MethodProvenance, ModelRecord, TargetRecord};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +28,8 @@ use serde_json::Value;
 use crate::derivatives::{DerivativesDataset, DerivativesError};
 use crate::model::baselines::IntensityMap;
 use crate::preprocess::itk::WorldAffine;
-use crate::settings::{ExitStatus, Settings};
+use crate::settings::exit::ExitStatus;
+use crate::settings::run::RunSettings;
 use crate::volume::Volume;
 
 /// What a harmonisation method is, independent of any run: its names, its units, and the steps
@@ -205,7 +203,7 @@ impl<'de> serde::Deserialize<'de> for Method {
 #[derive(Clone, Copy)]
 pub struct RunContext<'a> {
     /// The run's settings.
-    pub settings: &'a Settings,
+    pub settings: &'a RunSettings,
     /// OUTPUT_DIR.
     pub out: &'a DerivativesDataset,
     /// Set by Ctrl-C / SIGTERM.

@@ -7,7 +7,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::model::baselines::{NyulLandmarks, brain_values};
-use crate::settings::ExitStatus;
+use crate::settings::exit::ExitStatus;
 use crate::volume::read_nifti;
 
 use super::intensity::MapHarmoniser;

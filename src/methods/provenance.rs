@@ -1,15 +1,16 @@
 //! What every method output's sidecar records under `"hcld"`: one typed struct, written and read
 //! back through the two functions here (reports and the evaluation read targets and models from
-//! it; re-runs read the fingerprint).
+//! it; re-runs read the fingerprint), with the typed parameters of methods that record a model
+//! and a target ([`HcldParameters`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::derivatives::{DerivativeName, DerivativesDataset};
-
-use super::hcld::TargetRecord;
-use super::{HcldParameters, Method};
+use crate::model::config::GridConfig;
 use crate::model::harmonize::TargetKind;
+
+use super::Method;
 
 /// The provenance of one method output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,4 +68,75 @@ impl MethodProvenance {
     pub fn hcld_parameters(&self) -> Option<HcldParameters> {
         serde_json::from_value(self.parameters.clone()).ok()
     }
+}
+
+/// What an HCLD output's sidecar records as its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HcldParameters {
+    /// The model.
+    #[serde(rename = "Model")]
+    pub model: ModelRecord,
+    /// The target.
+    #[serde(rename = "Target")]
+    pub target: TargetRecord,
+    /// The DDIM path that ran.
+    #[serde(rename = "DDIM")]
+    pub ddim: DdimRecord,
+    /// `--seed`.
+    #[serde(rename = "Seed")]
+    pub seed: u64,
+    /// Backend and device.
+    #[serde(rename = "Backend")]
+    pub backend: String,
+}
+
+/// The model an output was harmonised with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Its SHA-256.
+    #[serde(rename = "SHA256")]
+    pub sha256: String,
+    /// Its folder, relative to OUTPUT_DIR when inside it.
+    #[serde(rename = "Path")]
+    pub path: String,
+    /// Its configuration's name.
+    #[serde(rename = "Config")]
+    pub config: String,
+    /// The grid its networks see.
+    #[serde(rename = "Grid")]
+    pub grid: GridConfig,
+}
+
+/// The target an output was harmonised to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// A site, or an image.
+    #[serde(rename = "Kind")]
+    pub kind: TargetKind,
+    /// The site label, or the image path.
+    #[serde(rename = "Label")]
+    pub label: String,
+    /// The image its latent was encoded from.
+    #[serde(rename = "Representative")]
+    pub representative: String,
+    /// SHA-256 of the latent.
+    #[serde(rename = "LatentSHA256")]
+    pub latent_sha256: String,
+}
+
+/// The DDIM path that ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DdimRecord {
+    /// Inversion depth as a fraction of the schedule.
+    #[serde(rename = "Strength")]
+    pub strength: f64,
+    /// Inversion steps that ran.
+    #[serde(rename = "InversionSteps")]
+    pub inversion_steps: usize,
+    /// Sampling steps that ran.
+    #[serde(rename = "SamplingSteps")]
+    pub sampling_steps: usize,
+    /// The timestep inverted to.
+    #[serde(rename = "TargetTimestep")]
+    pub target_timestep: usize,
 }

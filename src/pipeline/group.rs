@@ -2,83 +2,17 @@
 //! method fit what it needs on every selected image (Nyúl's landmarks; HCLD's model and site
 //! targets), evaluate when asked, and write the group report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::bids::Layout;
-use crate::bids::sites::{Site, site_of, site_summary};
+use crate::bids::sites::site_summary;
 use crate::derivatives::DerivativesDataset;
 use crate::methods::{FitImage, GroupContext, RunContext};
 use crate::settings::{ExitStatus, Settings};
 
-use super::outputs::OutputNames;
-use super::participant::{JobError, recorded_fingerprint};
-use super::{Job, Outcome, PipelineError, RunSummary};
-
-/// One preprocessed image the group level works with.
-#[derive(Debug, Clone)]
-pub struct GroupItem {
-    /// The job (source image).
-    pub job: Job,
-    /// Its site.
-    pub site: Site,
-    /// Template-space preprocessed image.
-    pub template: PathBuf,
-    /// Its brain mask.
-    pub mask: PathBuf,
-    /// The preprocessing fingerprint.
-    pub fingerprint: String,
-}
-
-fn group_err(status: ExitStatus, message: String) -> PipelineError {
-    PipelineError::Setup { status, message }
-}
-
-/// Collects the preprocessed images of the jobs that succeeded, with their sites. A job whose site
-/// cannot be found becomes a failure naming the fix.
-pub fn collect_items(
-    summary: &mut RunSummary,
-    layout: &Layout,
-    settings: &Settings,
-    out: &DerivativesDataset,
-) -> Vec<GroupItem> {
-    let mut items = Vec::new();
-    for report in &mut summary.reports {
-        if !matches!(report.outcome, Outcome::Written(_) | Outcome::UpToDate(_)) {
-            continue;
-        }
-        let job = &report.job;
-        let names = OutputNames::new(job, settings.preprocessing.output_resolution);
-        let item = (|| -> Result<GroupItem, JobError> {
-            let metadata = layout.metadata(&job.source)?;
-            let site = site_of(
-                layout,
-                &job.source,
-                &metadata,
-                &settings.selection.site_column,
-            )
-            .map_err(|e| JobError::Harmonize(job.path.clone(), e.to_string()))?;
-            let fingerprint = recorded_fingerprint(out, &names.native_t1w)
-                .ok_or_else(|| JobError::MissingOutput(job.path.clone()))?;
-            Ok(GroupItem {
-                job: job.clone(),
-                site,
-                template: out.path(&names.template_t1w)?,
-                mask: out.path(&names.template_mask)?,
-                fingerprint,
-            })
-        })();
-        match item {
-            Ok(i) => items.push(i),
-            Err(e) => {
-                tracing::error!("{}: {e}", job.label());
-                report.outcome = Outcome::Failed(e);
-            }
-        }
-    }
-    items
-}
+use super::items::{GroupItem, collect_items};
+use super::{PipelineError, RunSummary};
 
 /// Logs subjects and images per site.
 fn log_sites(items: &[GroupItem]) {
@@ -125,26 +59,28 @@ pub fn fit_and_report(
 ) -> Result<RunSummary, PipelineError> {
     let items = collect_items(&mut summary, layout, settings, out);
     if items.is_empty() {
-        return Err(group_err(
-            ExitStatus::SomeFailed,
-            "no image was preprocessed successfully; nothing to fit (see the errors above)".into(),
-        ));
+        return Err(PipelineError::Setup {
+            status: ExitStatus::SomeFailed,
+            message:
+                "no image was preprocessed successfully; nothing to fit (see the errors above)"
+                    .into(),
+        });
     }
     log_sites(&items);
     let images = fit_images(&items);
     let ctx = GroupContext {
         run: RunContext {
-            settings,
+            settings: &settings.run,
             out,
             stop,
         },
         images: &images,
     };
     // Every method checks the cohort before any fits, so a refusal writes nothing.
-    for method in &settings.harmonisation.methods {
+    for method in &settings.methods {
         method.check_group(&ctx)?;
     }
-    for method in &settings.harmonisation.methods {
+    for method in &settings.methods {
         method.fit_group(&ctx)?;
     }
     let evaluation = if settings.harmonisation.evaluate {

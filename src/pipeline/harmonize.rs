@@ -50,12 +50,12 @@ pub fn prepare(
     stop: &Arc<AtomicBool>,
 ) -> Result<MethodSetup, PipelineError> {
     let ctx = RunContext {
-        settings,
+        settings: &settings.run,
         out,
         stop,
     };
     let mut harmonisers = Vec::new();
-    for method in &settings.harmonisation.methods {
+    for method in &settings.methods {
         if let Some(h) = method.prepare(&ctx)? {
             harmonisers.push(h);
         }

@@ -6,6 +6,7 @@
 mod evaluate;
 mod group;
 mod harmonize;
+mod items;
 mod jobs;
 mod outputs;
 mod participant;

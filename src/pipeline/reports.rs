@@ -22,7 +22,7 @@ use crate::report::plots::{Panel, Series, density, line_panels, line_plot, scatt
 use crate::settings::Settings;
 use crate::volume::read_nifti;
 
-use super::group::GroupItem;
+use super::items::GroupItem;
 use super::outputs::OutputNames;
 use super::outputs::{figure_names, template_paths};
 use super::{Job, PipelineError};

@@ -1,221 +1,33 @@
 //! What a run is asked to do, validated and typed: the [`Settings`] the pipeline runs with,
-//! grouped by concern (paths, selection, resources, preprocessing, model, harmonisation) so that a
-//! function takes the group it needs, and the exit-code table ([`ExitStatus`], from the BIDS
-//! execution spec) every typed error maps to. The command line (`cli`) builds these values; the
-//! pipeline never sees the command line itself.
+//! grouped by concern ([`run`]: paths, selection, resources, preprocessing, model,
+//! harmonisation) so that a function takes the group it needs, and the exit-code table
+//! ([`ExitStatus`], from the BIDS execution spec) every typed error maps to. The command line
+//! (`cli`) builds these values; the pipeline never sees the command line itself.
 
-mod exit;
+pub mod exit;
+pub mod run;
 
 pub use exit::{ExitStatus, SettingsError};
+pub use run::{
+    AnalysisLevel, DdimOverrides, Harmonisation, MAX_THREADS_PER_CPU, ModelSettings, Paths,
+    Preprocessing, Resources, RunSettings, Selection, TargetSpec,
+};
 
-use std::path::PathBuf;
-
-use crate::bids::Query;
 use crate::methods::Method;
-use crate::model::config::HcldConfig;
-use crate::model::device::{Backend, DeviceKind};
-use crate::model::sampler::DdimConfig;
-use crate::preprocess::intensity::IntensityScaling;
-use crate::preprocess::t1w::T1wOptions;
 
-/// The analysis level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnalysisLevel {
-    /// Per-subject processing.
-    Participant,
-    /// Dataset-wide processing.
-    Group,
-}
-
-impl AnalysisLevel {
-    /// The level as the command line spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            AnalysisLevel::Participant => "participant",
-            AnalysisLevel::Group => "group",
-        }
-    }
-}
-
-/// `--nprocs` is capped at this many threads per CPU the process may use (its affinity mask and
-/// cgroup quota, as `std::thread::available_parallelism` reports them).
-pub const MAX_THREADS_PER_CPU: usize = 4;
-
-/// Validated settings: what the pipeline runs with.
+/// Validated settings: the harmonisation methods asked for, and every other group (reached
+/// through `Deref`, so `settings.paths.bids_dir` reads as it says).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Analysis level.
-    pub level: AnalysisLevel,
-    /// Where things are read and written.
-    pub paths: Paths,
-    /// Which images are processed.
-    pub selection: Selection,
-    /// Threads, memory, failure policy.
-    pub resources: Resources,
-    /// How each T1w is preprocessed.
-    pub preprocessing: Preprocessing,
-    /// The HCLD model: which one, or how to train it.
-    pub model: ModelSettings,
-    /// Which methods run and towards what.
-    pub harmonisation: Harmonisation,
-}
-
-/// Where things are read and written (all absolute).
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// Canonical BIDS_DIR.
-    pub bids_dir: PathBuf,
-    /// OUTPUT_DIR (may not exist yet).
-    pub output_dir: PathBuf,
-    /// `--derivatives` folders.
-    pub derivatives: Vec<PathBuf>,
-    /// Work directory.
-    pub work_dir: PathBuf,
-    /// Validator issue configuration, if any.
-    pub validator_config: Option<PathBuf>,
-}
-
-/// Which images are processed.
-#[derive(Debug, Clone)]
-pub struct Selection {
-    /// Subject labels without `sub-` (empty = all).
-    pub participants: Vec<String>,
-    /// Session labels without `ses-` (empty = all).
-    pub sessions: Vec<String>,
-    /// The T1w query from `--bids-filter-file`, if given.
-    pub t1w_filter: Option<Query>,
-    /// `--skip-bids-validation`.
-    pub skip_validation: bool,
-    /// Site column of participants.tsv / sessions.tsv.
-    pub site_column: String,
-}
-
-/// Threads, memory, failure policy and the compute device.
-#[derive(Debug, Clone)]
-pub struct Resources {
-    /// Threads in total.
-    pub nprocs: usize,
-    /// Threads per subject.
-    pub omp_nthreads: usize,
-    /// Memory budget in MB.
-    pub mem_mb: Option<u64>,
-    /// `--stop-on-first-crash`.
-    pub stop_on_first_crash: bool,
-    /// Redo current outputs.
-    pub force: bool,
-    /// Verbosity (0 = warnings and summary).
-    pub verbosity: u8,
-    /// Backend asked for (`None`: the preferred compiled one).
-    pub backend: Option<Backend>,
-    /// Device for the networks.
-    pub device: DeviceKind,
-}
-
-/// How each T1w is preprocessed.
-#[derive(Debug, Clone)]
-pub struct Preprocessing {
-    /// Intensity scaling parameters.
-    pub intensity: IntensityScaling,
-    /// Run bias-field correction.
-    pub bias_correction: bool,
-    /// `--skull-stripped`.
-    pub skull_stripped: bool,
-    /// Template-space voxel size in mm (1 or 2).
-    pub output_resolution: u8,
-}
-
-impl Preprocessing {
-    /// The preprocessing options of one T1w, given its sidecar (`SkullStripped`).
-    pub fn t1w_options(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> T1wOptions {
-        let skull_stripped = if self.skull_stripped {
-            Some("--skull-stripped".to_string())
-        } else if metadata
-            .get("SkullStripped")
-            .and_then(serde_json::Value::as_bool)
-            == Some(true)
-        {
-            Some("sidecar SkullStripped: true".to_string())
-        } else {
-            None
-        };
-        T1wOptions {
-            bias_correction: self.bias_correction,
-            skull_stripped,
-            resolution_mm: self.output_resolution as f64,
-            intensity: self.intensity,
-            ..T1wOptions::default()
-        }
-    }
-}
-
-/// The HCLD model: an existing one, or how the group level trains one.
-#[derive(Debug, Clone)]
-pub struct ModelSettings {
-    /// `--model`: an existing model folder.
-    pub dir: Option<PathBuf>,
-    /// The training configuration (`--config`, with `--epochs-*` applied).
-    pub config: HcldConfig,
-    /// Checkpoint interval (optimiser steps).
-    pub checkpoint_every: usize,
-    /// Fewest subjects a site may have for training.
-    pub min_site_subjects: usize,
-}
-
-/// Which methods run, towards what, and whether the group level evaluates them.
-#[derive(Debug, Clone)]
-pub struct Harmonisation {
     /// Harmonisation methods, in report order, without duplicates.
     pub methods: Vec<Method>,
-    /// Whether `--method` was given (otherwise HCLD runs only when a model exists).
-    pub methods_explicit: bool,
-    /// `--target-site` / `--target-image`.
-    pub target: Option<TargetSpec>,
-    /// DDIM overrides.
-    pub ddim: DdimOverrides,
-    /// `--nyul-landmarks`.
-    pub nyul_landmarks: Option<PathBuf>,
-    /// Random seed.
-    pub seed: u64,
-    /// `--evaluate`.
-    pub evaluate: bool,
-    /// `--ground-truth` (absolute).
-    pub ground_truth: Option<PathBuf>,
+    /// The other groups.
+    pub run: RunSettings,
 }
 
-impl Harmonisation {
-    /// Whether `method` was asked for.
-    pub fn wants(&self, method: Method) -> bool {
-        self.methods.contains(&method)
-    }
-}
-
-/// What to harmonise towards.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TargetSpec {
-    /// A site label.
-    Site(String),
-    /// A T1w image (absolute path).
-    Image(PathBuf),
-}
-
-/// `--strength`, `--inversion-steps`, `--sampling-steps`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DdimOverrides {
-    /// Inversion depth.
-    pub strength: Option<f64>,
-    /// Inversion steps.
-    pub inversion_steps: Option<usize>,
-    /// Sampling steps.
-    pub sampling_steps: Option<usize>,
-}
-
-impl DdimOverrides {
-    /// The model's DDIM defaults with these overrides.
-    pub fn apply(&self, base: &DdimConfig) -> DdimConfig {
-        DdimConfig {
-            strength: self.strength.unwrap_or(base.strength),
-            inversion_steps: self.inversion_steps.unwrap_or(base.inversion_steps),
-            sampling_steps: self.sampling_steps.unwrap_or(base.sampling_steps),
-        }
+impl std::ops::Deref for Settings {
+    type Target = RunSettings;
+    fn deref(&self) -> &RunSettings {
+        &self.run
     }
 }

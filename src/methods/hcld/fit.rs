@@ -16,7 +16,7 @@ use crate::model::config::{GridConfig, HcldConfig};
 use crate::model::device::{ComputeDevice, DeviceKind};
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{TargetKind, TargetLatent, representative};
-use crate::settings::ExitStatus;
+use crate::settings::exit::ExitStatus;
 use crate::train::{FitError, TrainOptions, TrainingError, TrainingSet, fit};
 use crate::volume::{Volume, read_nifti};
 

@@ -11,16 +11,15 @@ pub use setup::{find_model, load_harmonizer, network_pool};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::config::GridConfig;
 use crate::model::grid::{from_model_grid, to_model_grid};
-use crate::model::harmonize::{Harmonizer, TargetKind};
+use crate::model::harmonize::Harmonizer;
 use crate::preprocess::resample::{Grid, Interpolation};
 use crate::preprocess::t1w::to_native;
-use crate::settings::ExitStatus;
+use crate::settings::exit::ExitStatus;
 
+use super::provenance::HcldParameters;
 use super::{
     ApplyError, GroupContext, Harmonised, Harmoniser, Method, MethodError, MethodProvenance,
     MethodSpec, PreprocessedImage, RunContext, masked,
@@ -29,77 +28,6 @@ use super::{
 /// The HCLD method.
 #[derive(Debug)]
 pub(super) struct Hcld;
-
-/// What an HCLD output's sidecar records as its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HcldParameters {
-    /// The model.
-    #[serde(rename = "Model")]
-    pub model: ModelRecord,
-    /// The target.
-    #[serde(rename = "Target")]
-    pub target: TargetRecord,
-    /// The DDIM path that ran.
-    #[serde(rename = "DDIM")]
-    pub ddim: DdimRecord,
-    /// `--seed`.
-    #[serde(rename = "Seed")]
-    pub seed: u64,
-    /// Backend and device.
-    #[serde(rename = "Backend")]
-    pub backend: String,
-}
-
-/// The model an output was harmonised with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelRecord {
-    /// Its SHA-256.
-    #[serde(rename = "SHA256")]
-    pub sha256: String,
-    /// Its folder, relative to OUTPUT_DIR when inside it.
-    #[serde(rename = "Path")]
-    pub path: String,
-    /// Its configuration's name.
-    #[serde(rename = "Config")]
-    pub config: String,
-    /// The grid its networks see.
-    #[serde(rename = "Grid")]
-    pub grid: GridConfig,
-}
-
-/// The target an output was harmonised to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetRecord {
-    /// A site, or an image.
-    #[serde(rename = "Kind")]
-    pub kind: TargetKind,
-    /// The site label, or the image path.
-    #[serde(rename = "Label")]
-    pub label: String,
-    /// The image its latent was encoded from.
-    #[serde(rename = "Representative")]
-    pub representative: String,
-    /// SHA-256 of the latent.
-    #[serde(rename = "LatentSHA256")]
-    pub latent_sha256: String,
-}
-
-/// The DDIM path that ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DdimRecord {
-    /// Inversion depth as a fraction of the schedule.
-    #[serde(rename = "Strength")]
-    pub strength: f64,
-    /// Inversion steps that ran.
-    #[serde(rename = "InversionSteps")]
-    pub inversion_steps: usize,
-    /// Sampling steps that ran.
-    #[serde(rename = "SamplingSteps")]
-    pub sampling_steps: usize,
-    /// The timestep inverted to.
-    #[serde(rename = "TargetTimestep")]
-    pub target_timestep: usize,
-}
 
 impl MethodSpec for Hcld {
     fn name(&self) -> &'static str {

@@ -17,10 +17,12 @@ use crate::model::device::ComputeDevice;
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{Harmonizer, TargetKind, TargetLatent, quantiles};
 use crate::preprocess::template::SPACE;
-use crate::settings::{ExitStatus, Settings, TargetSpec};
+use crate::settings::exit::ExitStatus;
+use crate::settings::run::{RunSettings, TargetSpec};
 use crate::volume::read_nifti;
 
-use super::{DdimRecord, HcldHarmoniser, HcldParameters, ModelRecord, TargetRecord, folder_name};
+use super::{HcldHarmoniser, folder_name};
+use crate::methods::provenance::{DdimRecord, HcldParameters, ModelRecord, TargetRecord};
 use crate::methods::{MethodError, RunContext};
 
 fn setup_err(status: ExitStatus, message: String) -> MethodError {
@@ -29,7 +31,7 @@ fn setup_err(status: ExitStatus, message: String) -> MethodError {
 
 /// A thread pool of `--nprocs` threads for network computations (flex runs on the current rayon
 /// pool).
-pub fn network_pool(settings: &Settings) -> Result<rayon::ThreadPool, MethodError> {
+pub fn network_pool(settings: &RunSettings) -> Result<rayon::ThreadPool, MethodError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(settings.resources.nprocs)
         .thread_name(|i| format!("hcld-network-{i}"))
@@ -84,7 +86,7 @@ fn default_site(images_per_site: &BTreeMap<String, usize>) -> Option<String> {
 }
 
 /// Loads the model, chooses the backend and device, and builds the harmoniser.
-pub fn load_harmonizer(settings: &Settings, dir: &Path) -> Result<Harmonizer, MethodError> {
+pub fn load_harmonizer(settings: &RunSettings, dir: &Path) -> Result<Harmonizer, MethodError> {
     let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
         .map_err(|e| setup_err(ExitStatus::Usage, e.to_string()))?;
     let model = load_artefact(dir, &device)

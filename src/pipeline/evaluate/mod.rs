@@ -36,7 +36,7 @@ use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti};
 
 use super::PipelineError;
-use super::group::GroupItem;
+use super::items::GroupItem;
 use super::outputs::template_paths;
 use reference::{Reference, Target, pair_reference, partner_at, simulated_reference, target};
 
@@ -312,7 +312,7 @@ fn reconstructions(
 ) -> Result<Option<Vec<Volume>>, PipelineError> {
     let stop = super::stop_flag();
     let ctx = RunContext {
-        settings,
+        settings: &settings.run,
         out,
         stop: &stop,
     };
@@ -325,9 +325,9 @@ fn reconstructions(
         Err(e) => return Err(e.into()),
     };
     let started = std::time::Instant::now();
-    let harmonizer = load_harmonizer(settings, &dir)?;
+    let harmonizer = load_harmonizer(&settings.run, &dir)?;
     let grid = harmonizer.model().manifest.config.grid.clone();
-    let pool = network_pool(settings)?;
+    let pool = network_pool(&settings.run)?;
     let recon = pool.install(|| {
         data.iter()
             .map(|d| -> Result<Volume, String> {
@@ -462,7 +462,7 @@ pub fn evaluate(
     }
     let stop = super::stop_flag();
     let ctx = RunContext {
-        settings,
+        settings: &settings.run,
         out,
         stop: &stop,
     };

@@ -19,7 +19,7 @@ use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti, to_closest_canonical};
 
 use super::super::PipelineError;
-use super::super::group::GroupItem;
+use super::super::items::GroupItem;
 use super::super::outputs::{MethodNames, OutputNames};
 use super::eval_err;
 
