@@ -73,6 +73,8 @@ fn template_space_inputs<'a>(
 
 /// Selects the T1w images to process. Requested labels that do not exist, and selections that
 /// match no T1w image, are errors (exit 18) that say what is available.
+// One piece: the selection is a single pass over the index whose filters (labels, sessions,
+// the filter file, duplicates) share the counts its 'selected nothing' message reports.
 pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, PipelineError> {
     let root = layout.root().display();
     let subjects = layout.subjects();

@@ -218,7 +218,84 @@ fn fig_err(e: FigureError) -> PipelineError {
     }
 }
 
+/// The sites of the group: subjects and images per site, and where each label came from.
+fn sites_section(items: &[GroupItem], layout: &Layout, sites: &[String]) -> Section {
+    let summary = crate::bids::sites::site_summary(
+        items
+            .iter()
+            .map(|i| (i.job.subject(), i.site.label.as_str())),
+    );
+    let mut site_table = Table {
+        header: vec![
+            "site".into(),
+            "subjects".into(),
+            "images".into(),
+            "label from".into(),
+        ],
+        rows: Vec::new(),
+    };
+    for s in sites {
+        let c = &summary[s];
+        let from = items
+            .iter()
+            .find(|i| &i.site.label == s)
+            .map(|i| i.site.source.clone())
+            .unwrap_or_default();
+        site_table.rows.push(vec![
+            s.clone(),
+            c.subjects.to_string(),
+            c.images.to_string(),
+            from,
+        ]);
+    }
+    Section {
+        title: "Sites".into(),
+        paragraphs: vec![format!(
+            "{} images of {} subjects from {} sites in {}.",
+            items.len(),
+            summary.values().map(|c| c.subjects).sum::<usize>(),
+            sites.len(),
+            layout.root().display()
+        )],
+        tables: vec![site_table],
+        figures: Vec::new(),
+    }
+}
+
+/// The table of `--evaluate`.
+fn evaluation_section(t: &crate::metrics::MetricTable) -> Section {
+    let truth = match (&t.ground_truth, &t.target_site) {
+            (Some(g), Some(site)) => format!(
+                "Ground truth: {g}; each image from another site is compared with the same subject rendered at target site {site}, preprocessed with the image's own registration and brain mask and put into the method's units."
+            ),
+            _ => "No traveling-subject ground truth (hcld-simulate writes one): SSIM, PSNR and tissue Dice are n/a.".into(),
+        };
+    Section {
+        title: "Evaluation (group --evaluate)".into(),
+        paragraphs: vec![
+            truth,
+            crate::metrics::table::COLUMNS
+                .iter()
+                .skip(3)
+                .map(|(n, d)| format!("{n}: {d}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            "Also written to evaluation/metrics.tsv and evaluation/evaluation.json.".into(),
+        ],
+        tables: vec![Table {
+            header: crate::metrics::table::COLUMNS
+                .iter()
+                .map(|c| c.0.to_string())
+                .collect(),
+            rows: t.rows.iter().map(|r| r.cells()).collect(),
+        }],
+        figures: Vec::new(),
+    }
+}
+
 /// Writes `group.html`.
+// One piece: the metrics table and the two figure sets are built in one pass over each
+// method's samples, and the page lists its sections in reading order.
 pub fn group(
     items: &[GroupItem],
     layout: &Layout,
@@ -235,47 +312,7 @@ pub fn group(
     let (cv, group_of) = super::evaluate::cv_groups(items, truth.as_ref());
     let mut sections = Vec::new();
 
-    // Sites.
-    let summary = crate::bids::sites::site_summary(
-        items
-            .iter()
-            .map(|i| (i.job.subject(), i.site.label.as_str())),
-    );
-    let mut site_table = Table {
-        header: vec![
-            "site".into(),
-            "subjects".into(),
-            "images".into(),
-            "label from".into(),
-        ],
-        rows: Vec::new(),
-    };
-    for s in &sites {
-        let c = &summary[s];
-        let from = items
-            .iter()
-            .find(|i| &i.site.label == s)
-            .map(|i| i.site.source.clone())
-            .unwrap_or_default();
-        site_table.rows.push(vec![
-            s.clone(),
-            c.subjects.to_string(),
-            c.images.to_string(),
-            from,
-        ]);
-    }
-    sections.push(Section {
-        title: "Sites".into(),
-        paragraphs: vec![format!(
-            "{} images of {} subjects from {} sites in {}.",
-            items.len(),
-            summary.values().map(|c| c.subjects).sum::<usize>(),
-            sites.len(),
-            layout.root().display()
-        )],
-        tables: vec![site_table],
-        figures: Vec::new(),
-    });
+    sections.push(sites_section(items, layout, &sites));
 
     // Methods with outputs.
     let data: Vec<MethodData> = Method::ALL
@@ -405,33 +442,7 @@ pub fn group(
         figures: Vec::new(),
     });
     if let Some(t) = evaluation {
-        let truth = match (&t.ground_truth, &t.target_site) {
-            (Some(g), Some(site)) => format!(
-                "Ground truth: {g}; each image from another site is compared with the same subject rendered at target site {site}, preprocessed with the image's own registration and brain mask and put into the method's units."
-            ),
-            _ => "No traveling-subject ground truth (hcld-simulate writes one): SSIM, PSNR and tissue Dice are n/a.".into(),
-        };
-        sections.push(Section {
-            title: "Evaluation (group --evaluate)".into(),
-            paragraphs: vec![
-                truth,
-                crate::metrics::table::COLUMNS
-                    .iter()
-                    .skip(3)
-                    .map(|(n, d)| format!("{n}: {d}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                "Also written to evaluation/metrics.tsv and evaluation/evaluation.json.".into(),
-            ],
-            tables: vec![Table {
-                header: crate::metrics::table::COLUMNS
-                    .iter()
-                    .map(|c| c.0.to_string())
-                    .collect(),
-                rows: t.rows.iter().map(|r| r.cells()).collect(),
-            }],
-            figures: Vec::new(),
-        });
+        sections.push(evaluation_section(t));
     }
     sections.push(Section {
         title: "Intensity distributions by site".into(),

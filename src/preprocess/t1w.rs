@@ -165,6 +165,8 @@ pub enum PreprocessError {
 
 /// Preprocesses a canonical (RAS+) T1w. `given_mask` is a brain mask on the T1w grid from
 /// `--derivatives`; `known` a registration to reuse.
+// One piece: the steps hand each other intermediate volumes and the provenance record is
+// filled as they run; split, each helper would take and return most of this state.
 pub fn preprocess_t1w(
     t1w: &Volume,
     given_mask: Option<BrainMask>,

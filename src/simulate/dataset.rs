@@ -91,6 +91,8 @@ pub fn ground_truth_name(subject: &str, site: &str) -> String {
 
 /// Writes the whole dataset under `out` (created if missing; an existing non-empty folder must
 /// be an earlier simulation, which is overwritten file by file). `progress` is told each subject.
+// One piece: the files of one simulated dataset are written in an order (images, tables, the
+// ground truth manifest last) that is easiest to check when it reads top to bottom.
 pub fn write_dataset(
     sim: &Simulation,
     out: &Path,

@@ -25,6 +25,8 @@ use crate::model::tensor::{grid_tensor, tensor_values};
 
 /// Stage 1: trains the autoencoder from scratch (or from its checkpoint) and returns it ready for
 /// inference.
+// One piece: a training loop; its optimiser, discriminator, curve and checkpoint state live
+// across iterations, and what both stages share is already in `stage`.
 pub fn train_autoencoder(
     config: &HcldConfig,
     set: &dyn TrainingSet,

@@ -56,6 +56,8 @@ pub(crate) fn per_sample(values: &[f64], device: &Device) -> Tensor<5> {
 
 /// Stage 2: trains the UNet on the frozen autoencoder's latents. `latents` are the scaled
 /// posterior means of every image of `set` (same order).
+// One piece: a training loop; its optimiser, discriminators, curve and checkpoint state live
+// across iterations, and what both stages share is already in `stage`.
 pub fn train_diffusion(
     config: &HcldConfig,
     set: &dyn TrainingSet,
