@@ -1,18 +1,24 @@
 //! hcld: a BIDS-App that harmonises T1-weighted MRI across scanners and sites.
 //!
 //! The binary (`src/main.rs`) is thin: it parses the command line with [`cli`], hands the
-//! validated [`cli::Settings`] to [`pipeline::run`], and maps the outcome to an exit code.
-//! Dependencies point one way:
-//! `cli → pipeline → {bids, preprocess, model, report, derivatives} → volume`.
+//! validated [`settings::Settings`] to [`pipeline::run`], and maps the outcome to an exit code.
+//! Dependencies point one way (no file imports one that imports it back):
+//! `cli → pipeline → methods → {train → model, derivatives, preprocess, report, metrics} →
+//! {bids, volume}`, with [`settings`] read by all below `cli`.
 //!
-//! - [`bids`] indexes a BIDS dataset read-only (entities, sidecars, tables, derivatives).
-//! - [`volume`] owns the in-memory image type and every call into the `nifti` crate.
-//! - [`preprocess`] holds pure `Volume → Volume` steps (registration, bias correction, masks).
-//! - [`model`] holds the harmonisation model's pieces (schedule, sampler, burn modules).
-//! - [`report`] renders QC figures.
-//! - [`derivatives`] is the only writer into OUTPUT_DIR (names, sidecars, atomic writes).
-//! - [`simulate`] renders real brains as a multi-site dataset with a traveling-subject ground truth.
+//! - [`cli`] turns arguments into [`settings::Settings`] (typed, grouped by concern).
+//! - [`settings`] holds those settings and the exit-code table.
+//! - [`logging`] sets up log lines, the log file and the progress bar.
 //! - [`pipeline`] runs the participant and group levels and returns per-subject outcomes.
+//! - [`methods`] holds each harmonisation method as a value: names, units, group fit, apply,
+//!   sidecar provenance, report label.
+//! - [`train`] trains the HCLD networks; [`model`] runs them (it never imports `train`).
+//! - [`metrics`] holds pure evaluation functions; [`report`] renders QC figures and HTML.
+//! - [`simulate`] renders real brains as a multi-site dataset with a traveling-subject ground truth.
+//! - [`derivatives`] writes every byte under OUTPUT_DIR (names, sidecars, the model store) and owns
+//!   the crate's one atomic writer.
+//! - [`preprocess`] holds pure `Volume → Volume` steps (registration, bias correction, masks).
+//! - [`bids`] indexes a BIDS dataset read-only; [`volume`] owns the image type and NIfTI I/O.
 #![deny(missing_docs)]
 
 pub mod bids;

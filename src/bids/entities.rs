@@ -294,6 +294,21 @@ impl Entity {
     }
 }
 
+/// Every entity BIDS allows on an anatomical image (`anat.yaml`), in specification order: what
+/// identifies one T1w, so what its derivatives inherit and what a reusable derivative must match.
+pub const ANAT_ENTITIES: [Entity; 10] = [
+    Entity::Subject,
+    Entity::Session,
+    Entity::Task,
+    Entity::Acquisition,
+    Entity::Ceagent,
+    Entity::Reconstruction,
+    Entity::Run,
+    Entity::Echo,
+    Entity::Part,
+    Entity::Chunk,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ pub mod sites;
 mod tables;
 
 pub use description::{DatasetDescription, DatasetType};
-pub use entities::{Entity, ParsedName, is_label, parse_filename};
+pub use entities::{ANAT_ENTITIES, Entity, ParsedName, is_label, parse_filename};
 pub use error::BidsError;
 pub use file::BidsFile;
 pub use layout::{IndexOptions, Layout, parse_json_object, read_json_object};

@@ -8,11 +8,13 @@
 //! [`crate::volume`].
 
 mod atomic;
+mod error;
 mod models;
 mod names;
 mod sidecar;
 
 pub use atomic::{write_atomic, write_atomic_with};
+pub use error::DerivativesError;
 pub use models::ModelStore;
 pub use names::DerivativeName;
 pub use sidecar::{Sidecar, source_uri};
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use crate::bids::Entity;
-use crate::volume::{OutputDtype, Volume, VolumeError, XformCode, write_nifti};
+use crate::volume::{OutputDtype, Volume, XformCode, write_nifti};
 
 /// The BIDS version our outputs follow.
 pub const BIDS_VERSION: &str = "1.10.0";
@@ -48,63 +50,6 @@ harmonised images, in template space (`space-…_res-<r>`) and back on the nativ
 - `models/`: the trained HCLD model (`hcld-<sha>/`), Nyúl landmarks (`nyul.json`) and cached targets.\n\
 - `logs/`: one log per run.\n\n\
 Each sidecar's `hcld` field records the hcld version, the input's SHA-256 and every parameter.\n";
-
-/// Why something could not be written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DerivativesError {
-    /// A folder or file could not be created (exit 73).
-    #[error(
-        "{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space"
-    )]
-    CannotCreate {
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Writing or renaming failed part-way (exit 74).
-    #[error("{path}: write failed: {reason}; check permissions and free disk space in OUTPUT_DIR")]
-    Write {
-        /// The path.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
-    /// An output name does not fit the pattern table (a bug in hcld, reported loudly).
-    #[error("cannot name output '{name}': {reason}")]
-    Naming {
-        /// The name as far as it was built.
-        name: String,
-        /// Why it is not a valid derivatives name.
-        reason: String,
-    },
-    /// OUTPUT_DIR already holds another pipeline's derivatives.
-    #[error(
-        "{path}: OUTPUT_DIR already holds derivatives made by '{pipeline}'; give hcld its own OUTPUT_DIR (e.g. derivatives/hcld)"
-    )]
-    ForeignDataset {
-        /// The existing `dataset_description.json`.
-        path: PathBuf,
-        /// Who made it.
-        pipeline: String,
-    },
-    /// A write would land outside OUTPUT_DIR (a symlink inside it points elsewhere).
-    #[error(
-        "{path}: resolves to {resolved}, outside OUTPUT_DIR {root}; hcld writes only inside OUTPUT_DIR: remove the symbolic link (or give a fresh OUTPUT_DIR)"
-    )]
-    OutsideOutputDir {
-        /// The output path as hcld built it.
-        path: PathBuf,
-        /// Where its folder really is.
-        resolved: PathBuf,
-        /// OUTPUT_DIR, resolved.
-        root: PathBuf,
-    },
-    /// Encoding an image failed.
-    #[error(transparent)]
-    Volume(#[from] VolumeError),
-}
 
 /// The dataset the outputs are derived from (named `raw` in BIDS URIs).
 #[derive(Debug, Clone)]

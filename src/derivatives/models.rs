@@ -60,9 +60,14 @@ impl<'a> ModelStore<'a> {
         found
     }
 
-    /// A training record of an artefact (`inputs.json`, `<stage>_loss.csv`).
-    pub fn training_file(&self, artefact: &Path, file_name: &str) -> PathBuf {
-        artefact.join("training").join(file_name)
+    /// What an artefact was trained on (`training/inputs.json`: the training key and images).
+    pub fn training_inputs(&self, artefact: &Path) -> PathBuf {
+        artefact.join("training").join("inputs.json")
+    }
+
+    /// The loss curve of one training stage of an artefact (`training/<stage>_loss.csv`).
+    pub fn loss_curve(&self, artefact: &Path, stage: &str) -> PathBuf {
+        artefact.join("training").join(format!("{stage}_loss.csv"))
     }
 
     /// Where the cached targets of a model live.

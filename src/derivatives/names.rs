@@ -7,21 +7,10 @@ use crate::bids::{BidsFile, Entity, is_label};
 
 use super::DerivativesError;
 
-/// Entities carried from a source T1w to its derivatives: every entity BIDS allows on an anatomical
-/// image (`anat.yaml`), so two different inputs (echoes, magnitude/phase parts, runs) never map to
+/// Entities carried from a source T1w to its derivatives: every entity BIDS allows on an
+/// anatomical image, so two different inputs (echoes, magnitude/phase parts, runs) never map to
 /// one output name.
-const INHERITED: [Entity; 10] = [
-    Entity::Subject,
-    Entity::Session,
-    Entity::Task,
-    Entity::Acquisition,
-    Entity::Ceagent,
-    Entity::Reconstruction,
-    Entity::Run,
-    Entity::Echo,
-    Entity::Part,
-    Entity::Chunk,
-];
+const INHERITED: [Entity; 10] = crate::bids::ANAT_ENTITIES;
 
 /// The pattern table: for each suffix we write, its datatype folder, allowed extensions and the
 /// entities allowed in its name besides the inherited ones (`sub` is always required). Names are

@@ -322,17 +322,24 @@ pub enum ApplyError {
     Interrupted,
 }
 
-/// A run-wide step of a method (fit, prepare) that failed.
+/// A run-wide step of a method (fit, prepare) that failed; each kind maps to its exit status in
+/// [`MethodError::exit_status`], and every message names the file or option and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum MethodError {
-    /// A problem with the exit status it maps to, naming the file and the fix.
-    #[error("{message}")]
-    Setup {
-        /// Exit status.
-        status: ExitStatus,
-        /// One line naming the file and the fix.
-        message: String,
-    },
+    /// Something the method needs does not exist (66): no model, no landmarks, no cached target.
+    #[error("{0}")]
+    Missing(String),
+    /// The data cannot be used (65): too few sites, a broken model or landmarks file, a failed
+    /// training.
+    #[error("{0}")]
+    BadData(String),
+    /// The request does not fit (64): several models and none chosen, a backend that cannot run,
+    /// a training larger than `--mem`.
+    #[error("{0}")]
+    Usage(String),
+    /// The system refused (74): threads that cannot start, a file that cannot be written.
+    #[error("{0}")]
+    Io(String),
     /// Writing under OUTPUT_DIR failed.
     #[error(transparent)]
     Output(#[from] DerivativesError),
@@ -342,8 +349,17 @@ pub enum MethodError {
 }
 
 impl MethodError {
-    fn setup(status: ExitStatus, message: String) -> Self {
-        MethodError::Setup { status, message }
+    /// The exit status of a run stopped by this error.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            MethodError::Missing(_) => ExitStatus::NoInput,
+            MethodError::BadData(_) => ExitStatus::DataError,
+            MethodError::Usage(_) => ExitStatus::Usage,
+            MethodError::Io(_) => ExitStatus::IoError,
+            MethodError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
+            MethodError::Output(_) => ExitStatus::CannotCreate,
+            MethodError::Interrupted => ExitStatus::Interrupted,
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::model::baselines::{NyulLandmarks, brain_values};
-use crate::settings::exit::ExitStatus;
 use crate::volume::read_nifti;
 
 use super::intensity::MapHarmoniser;
@@ -38,26 +37,21 @@ fn landmarks_path(ctx: &RunContext) -> PathBuf {
 
 fn read_nyul(path: &Path) -> Result<NyulFile, MethodError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        MethodError::setup(
-            ExitStatus::NoInput,
-            format!(
+        MethodError::Missing(format!(
                 "{}: cannot read Nyúl landmarks ({e}); fit them with the group level and --method nyul, or pass --nyul-landmarks FILE",
                 path.display()
             ),
         )
     })?;
     let landmarks: NyulLandmarks = serde_json::from_slice(&bytes).map_err(|e| {
-        MethodError::setup(
-            ExitStatus::DataError,
-            format!(
-                "{}: not a Nyúl landmarks file ({e}); fit it again with the group level",
-                path.display()
-            ),
-        )
+        MethodError::BadData(format!(
+            "{}: not a Nyúl landmarks file ({e}); fit it again with the group level",
+            path.display()
+        ))
     })?;
-    landmarks.validate().map_err(|e| {
-        MethodError::setup(ExitStatus::DataError, format!("{}: {e}", path.display()))
-    })?;
+    landmarks
+        .validate()
+        .map_err(|e| MethodError::BadData(format!("{}: {e}", path.display())))?;
     Ok(NyulFile {
         landmarks,
         sha256: format!("{:x}", Sha256::digest(&bytes)),
@@ -79,7 +73,7 @@ impl MethodSpec for Nyul {
     }
 
     fn fit_group(&self, ctx: &GroupContext) -> Result<(), MethodError> {
-        let bad = |m: String| MethodError::setup(ExitStatus::DataError, m);
+        let bad = |m: String| MethodError::BadData(m);
         let mut brains = Vec::with_capacity(ctx.images.len());
         for i in ctx.images {
             let read = |p: &PathBuf| read_nifti(p).map(|v| v.0).map_err(|e| bad(e.to_string()));

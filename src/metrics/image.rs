@@ -201,7 +201,11 @@ fn reflect(mut i: isize, n: isize) -> usize {
 }
 
 /// SciPy's `gaussian_filter(data, sigma, mode="reflect", truncate=truncate)` on an x-fastest
-/// 3D array.
+/// 3D array. Not `preprocess::filter::gaussian_smooth`: this one reproduces SciPy's reflected
+/// edges and truncation in f64, so that SSIM and the simulator match the scikit-image/SciPy
+/// values the tests compare with; that one smooths a `Volume` in millimetres, in f32, with
+/// replicated edges, as the preprocessing was measured against ITK. One kernel for both would
+/// change one side's numbers.
 pub fn gaussian_filter(data: &[f64], dims: [usize; 3], sigma: f64, truncate: f64) -> Vec<f64> {
     gaussian_filter_axes(data, dims, [sigma; 3], truncate)
 }

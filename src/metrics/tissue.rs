@@ -250,18 +250,7 @@ pub fn segment_tissues(
 /// Dice overlap 2|A∩B| / (|A| + |B|) of label `label` in two segmentations (1 when neither has
 /// it).
 pub fn label_dice(a: &[u8], b: &[u8], label: u8) -> f64 {
-    let (mut both, mut na, mut nb) = (0usize, 0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        let (ia, ib) = (x == label, y == label);
-        na += ia as usize;
-        nb += ib as usize;
-        both += (ia && ib) as usize;
-    }
-    if na + nb == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / (na + nb) as f64
-    }
+    crate::preprocess::morphology::dice_of(a.iter().zip(b).map(|(&x, &y)| (x == label, y == label)))
 }
 
 /// Mean absolute relative change (%) of the CSF, GM and WM volumes (voxel counts) of

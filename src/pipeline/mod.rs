@@ -69,9 +69,12 @@ pub enum PipelineError {
 impl From<MethodError> for PipelineError {
     fn from(e: MethodError) -> Self {
         match e {
-            MethodError::Setup { status, message } => PipelineError::Setup { status, message },
             MethodError::Output(e) => PipelineError::Output(e),
             MethodError::Interrupted => PipelineError::Interrupted,
+            other => PipelineError::Setup {
+                status: other.exit_status(),
+                message: other.to_string(),
+            },
         }
     }
 }

@@ -211,9 +211,11 @@ fn fmt(v: f64, digits: usize) -> String {
     }
 }
 
+/// A figure of the group report that cannot be drawn: an output that cannot be created (73),
+/// not a subject's failure.
 fn fig_err(e: FigureError) -> PipelineError {
     PipelineError::Setup {
-        status: crate::settings::ExitStatus::SomeFailed,
+        status: crate::settings::ExitStatus::CannotCreate,
         message: format!("group report: {e}"),
     }
 }
@@ -541,10 +543,9 @@ fn training_section(out: &DerivativesDataset) -> Result<Section, PipelineError> 
             ]);
         }
         for stage in ["autoencoder", "diffusion"] {
-            if let Some(fig) = loss_figure(
-                &store.training_file(dir, &format!("{stage}_loss.csv")),
-                &format!("{name} {stage}"),
-            )? {
+            if let Some(fig) =
+                loss_figure(&store.loss_curve(dir, stage), &format!("{name} {stage}"))?
+            {
                 s.figures.push(fig);
             }
         }

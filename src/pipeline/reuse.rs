@@ -53,17 +53,8 @@ pub enum ReuseError {
 /// other identifying entity the derivative carries equal to the source's (sMRIPrep drops `run-`
 /// and `acq-` when it merges T1w images, so absent entities match).
 fn same_acquisition(candidate: &BidsFile, source: &BidsFile) -> bool {
-    let keys = [
-        Entity::Subject,
-        Entity::Session,
-        Entity::Acquisition,
-        Entity::Ceagent,
-        Entity::Reconstruction,
-        Entity::Run,
-        Entity::Echo,
-        Entity::Part,
-    ];
-    keys.iter()
+    crate::bids::ANAT_ENTITIES
+        .iter()
         .all(|&e| match (candidate.entity(e), source.entity(e)) {
             (Some(c), Some(s)) => c == s,
             (Some(_), None) => false,

@@ -211,8 +211,13 @@ pub fn fill_holes(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
 
 /// Sørensen–Dice overlap of two masks (1 when both are empty).
 pub fn dice(a: &[bool], b: &[bool]) -> f64 {
+    dice_of(a.iter().copied().zip(b.iter().copied()))
+}
+
+/// Sørensen–Dice overlap 2|A∩B| / (|A| + |B|) of voxel pairs (in A, in B); 1 when both are empty.
+pub fn dice_of(pairs: impl Iterator<Item = (bool, bool)>) -> f64 {
     let (mut both, mut na, mut nb) = (0usize, 0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
+    for (x, y) in pairs {
         na += x as usize;
         nb += y as usize;
         both += (x && y) as usize;

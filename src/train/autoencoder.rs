@@ -67,19 +67,7 @@ pub fn train_autoencoder(
     let disc_optim = AdamConfig::new().init();
     let curve_dir = ckpt.dir.clone();
     let mut run = StageRun::start("autoencoder", ckpt, model, optim, disc, disc_optim)?;
-    let mut curve = Curve::open(
-        &curve_dir,
-        vec![
-            "step",
-            "epoch",
-            "loss",
-            "l1",
-            "kl",
-            "adversarial",
-            "discriminator",
-        ],
-        run.step,
-    );
+    let mut curve = Curve::open(&curve_dir, AutoencoderLosses::columns(), run.step);
     let plan = StepPlan {
         learning_rate: tc.learning_rate,
         discriminator_learning_rate: tc.discriminator_learning_rate,
@@ -113,45 +101,27 @@ pub fn train_autoencoder(
             adv_value = scalar(generator.clone());
             loss = loss + generator.mul_scalar(tc.adversarial_weight);
         }
-        let loss_value = scalar(loss.clone());
-        let (l1_value, kl_value) = (scalar(l1), scalar(kl));
-        if !loss_value.is_finite() {
-            return Err(TrainingError::Data {
-                id: indices
-                    .iter()
-                    .map(|&i| set.id(i))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                message: "the autoencoder loss became non-finite; lower the learning rate".into(),
-            });
-        }
+        let mut losses = AutoencoderLosses {
+            loss: scalar(loss.clone()),
+            l1: scalar(l1),
+            kl: scalar(kl),
+            adversarial: adv_value,
+            discriminator: 0.0,
+        };
+        losses.check_finite("autoencoder", indices.iter().map(|&i| set.id(i)))?;
         let grads = GradientsParams::from_grads(loss.backward(), &run.model);
         run.accumulator.accumulate(&run.model, grads);
 
-        let mut disc_value = 0.0;
         if let Some(d) = &run.disc {
             let fake = losses::least_squares_adversarial(d.forward(reconstruction.detach()), false);
             let real = losses::least_squares_adversarial(d.forward(x.detach()), true);
             let d_loss = (fake + real).mul_scalar(0.5 * tc.adversarial_weight);
-            disc_value = scalar(d_loss.clone()) / tc.adversarial_weight;
+            losses.discriminator = scalar(d_loss.clone()) / tc.adversarial_weight;
             let grads = GradientsParams::from_grads(d_loss.backward(), d);
             run.disc_accumulator.accumulate(d, grads);
         }
 
-        run = run.end_forward(
-            &plan,
-            options,
-            &mut curve,
-            epoch,
-            &[loss_value, l1_value, kl_value, adv_value, disc_value],
-        )?;
-        let step = run.step;
-        if step % plan.per_epoch.max(1) == 0 || step == total {
-            tracing::info!(
-                "autoencoder: step {step}/{total} (epoch {}), loss {loss_value:.4} (L1 {l1_value:.4})",
-                epoch + 1
-            );
-        }
+        run = run.end_forward(&plan, options, &mut curve, epoch, &losses)?;
     }
     let report = run.finish(&plan, &curve, started)?;
     Ok((to_inference(run.model, config, device), report))
@@ -219,4 +189,35 @@ pub fn reconstruction_error(
         sum += scalar(losses::l1(ae.reconstruct(x.clone()), x));
     }
     Ok(sum / set.len().max(1) as f64)
+}
+
+/// The autoencoder stage's losses of one forward pass.
+struct AutoencoderLosses {
+    loss: f64,
+    l1: f64,
+    kl: f64,
+    adversarial: f64,
+    discriminator: f64,
+}
+
+impl LossRow for AutoencoderLosses {
+    const COLUMNS: &'static [&'static str] = &["loss", "l1", "kl", "adversarial", "discriminator"];
+
+    fn total(&self) -> f64 {
+        self.loss
+    }
+
+    fn values(&self) -> Vec<f64> {
+        vec![
+            self.loss,
+            self.l1,
+            self.kl,
+            self.adversarial,
+            self.discriminator,
+        ]
+    }
+
+    fn summary(&self) -> String {
+        format!("loss {:.4} (L1 {:.4})", self.loss, self.l1)
+    }
 }

@@ -109,21 +109,7 @@ pub fn train_diffusion(
     });
     let curve_dir = ckpt.dir.clone();
     let mut run = StageRun::start("diffusion", ckpt, model, optim, disc, disc_optim)?;
-    let mut curve = Curve::open(
-        &curve_dir,
-        vec![
-            "step",
-            "epoch",
-            "loss",
-            "noise",
-            "content",
-            "style",
-            "adversarial_style",
-            "gradient_map",
-            "discriminator",
-        ],
-        run.step,
-    );
+    let mut curve = Curve::open(&curve_dir, DiffusionLosses::columns(), run.step);
     let plan = StepPlan {
         learning_rate: tc.learning_rate,
         discriminator_learning_rate: tc.discriminator_learning_rate,
@@ -195,7 +181,6 @@ pub fn train_diffusion(
             loss = loss + g.mul_scalar(tc.gradient_map_weight);
         }
         let mut adv_value = 0.0;
-        let mut disc_value = 0.0;
         if let Some(d) = run
             .disc
             .as_ref()
@@ -205,19 +190,16 @@ pub fn train_diffusion(
             adv_value = scalar(adv.clone());
             loss = loss + adv.mul_scalar(tc.adversarial_style_weight);
         }
-        let loss_value = scalar(loss.clone());
-        let (noise_value, content_value, style_value) =
-            (scalar(noise_loss), scalar(content), scalar(style));
-        if !loss_value.is_finite() {
-            return Err(TrainingError::Data {
-                id: sources
-                    .iter()
-                    .map(|&i| set.id(i))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                message: "the diffusion loss became non-finite; lower the learning rate".into(),
-            });
-        }
+        let mut losses = DiffusionLosses {
+            loss: scalar(loss.clone()),
+            noise: scalar(noise_loss),
+            content: scalar(content),
+            style: scalar(style),
+            adversarial_style: adv_value,
+            gradient_map: grad_value,
+            discriminator: 0.0,
+        };
+        losses.check_finite("diffusion", sources.iter().map(|&i| set.id(i)))?;
         let grads = GradientsParams::from_grads(loss.backward(), &run.model);
         run.accumulator.accumulate(&run.model, grads);
         if let Some(d) = &run.disc {
@@ -226,33 +208,12 @@ pub fn train_diffusion(
             let real = losses::logistic_adversarial(d.forward(z_tar.detach()), true);
             let fake = losses::logistic_adversarial(d.forward(z_src.detach()), false);
             let d_loss = real + fake;
-            disc_value = scalar(d_loss.clone());
+            losses.discriminator = scalar(d_loss.clone());
             let grads = GradientsParams::from_grads(d_loss.backward(), d);
             run.disc_accumulator.accumulate(d, grads);
         }
 
-        run = run.end_forward(
-            &plan,
-            options,
-            &mut curve,
-            epoch,
-            &[
-                loss_value,
-                noise_value,
-                content_value,
-                style_value,
-                adv_value,
-                grad_value,
-                disc_value,
-            ],
-        )?;
-        let step = run.step;
-        if step % plan.per_epoch.max(1) == 0 || step == total {
-            tracing::info!(
-                "diffusion: step {step}/{total} (epoch {}), loss {loss_value:.4} (ε {noise_value:.4})",
-                epoch + 1
-            );
-        }
+        run = run.end_forward(&plan, options, &mut curve, epoch, &losses)?;
     }
     let report = run.finish(&plan, &curve, started)?;
     let unet = config
@@ -302,4 +263,47 @@ pub fn noise_prediction_error(
         }
     }
     sum / count.max(1) as f64
+}
+
+/// The diffusion stage's losses of one forward pass.
+struct DiffusionLosses {
+    loss: f64,
+    noise: f64,
+    content: f64,
+    style: f64,
+    adversarial_style: f64,
+    gradient_map: f64,
+    discriminator: f64,
+}
+
+impl LossRow for DiffusionLosses {
+    const COLUMNS: &'static [&'static str] = &[
+        "loss",
+        "noise",
+        "content",
+        "style",
+        "adversarial_style",
+        "gradient_map",
+        "discriminator",
+    ];
+
+    fn total(&self) -> f64 {
+        self.loss
+    }
+
+    fn values(&self) -> Vec<f64> {
+        vec![
+            self.loss,
+            self.noise,
+            self.content,
+            self.style,
+            self.adversarial_style,
+            self.gradient_map,
+            self.discriminator,
+        ]
+    }
+
+    fn summary(&self) -> String {
+        format!("loss {:.4} (ε {:.4})", self.loss, self.noise)
+    }
 }

@@ -93,13 +93,22 @@ impl<M: Module> StageRun<M> {
         options: &TrainOptions,
         curve: &mut Curve,
         epoch: usize,
-        values: &[f64],
+        losses: &impl LossRow,
     ) -> Result<Self, TrainingError> {
         self.step += 1;
         let mut row = vec![self.step as f64, epoch as f64];
-        row.extend_from_slice(values);
+        row.extend(losses.values());
         curve.push(row);
         let step = self.step;
+        if step.is_multiple_of(plan.per_epoch.max(1)) || step == plan.total {
+            tracing::info!(
+                "{}: step {step}/{} (epoch {}), {}",
+                self.name,
+                plan.total,
+                epoch + 1,
+                losses.summary()
+            );
+        }
         if step.is_multiple_of(plan.accumulation_steps) || step == plan.total {
             self.model = self
                 .optim
@@ -156,6 +165,44 @@ impl<M: Module> StageRun<M> {
             first_loss,
             last_loss,
             seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// One forward pass's losses as a stage's loss curve records them: one struct per stage, so the
+/// values and the curve's columns cannot drift apart.
+pub(crate) trait LossRow {
+    /// The curve's columns after `step` and `epoch`, in [`LossRow::values`] order.
+    const COLUMNS: &'static [&'static str];
+
+    /// The loss that is minimised.
+    fn total(&self) -> f64;
+
+    /// The values, in [`LossRow::COLUMNS`] order.
+    fn values(&self) -> Vec<f64>;
+
+    /// The figures the progress log shows.
+    fn summary(&self) -> String;
+
+    /// The curve's columns, `step` and `epoch` first.
+    fn columns() -> Vec<&'static str> {
+        let mut c = vec!["step", "epoch"];
+        c.extend_from_slice(Self::COLUMNS);
+        c
+    }
+
+    /// Fails when the loss is not finite, naming the batch's images.
+    fn check_finite<'a>(
+        &self,
+        stage: &str,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), TrainingError> {
+        if self.total().is_finite() {
+            return Ok(());
+        }
+        Err(TrainingError::Data {
+            id: ids.collect::<Vec<_>>().join(", "),
+            message: format!("the {stage} loss became non-finite; lower the learning rate"),
         })
     }
 }

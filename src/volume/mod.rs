@@ -6,6 +6,7 @@
 //! canonical (RAS+) voxel grid, as nibabel's `as_closest_canonical` does.
 
 mod error;
+mod nifti_header;
 pub mod nifti_io;
 pub mod orientation;
 

@@ -16,16 +16,11 @@ use crate::model::config::{GridConfig, HcldConfig};
 use crate::model::device::{ComputeDevice, DeviceKind};
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{TargetKind, TargetLatent, representative};
-use crate::settings::exit::ExitStatus;
 use crate::train::{FitError, TrainOptions, TrainingError, TrainingSet, fit};
 use crate::volume::{Volume, read_nifti};
 
 use super::setup::{brain_quantiles, load_harmonizer, network_pool, save_target};
 use crate::methods::{FitImage, GroupContext, MethodError};
-
-fn group_err(status: ExitStatus, message: String) -> MethodError {
-    MethodError::Setup { status, message }
-}
 
 /// Refuses to train with fewer than two sites or a site with fewer than `--min-site-subjects`
 /// subjects; warns about sites with very few.
@@ -37,15 +32,12 @@ pub(super) fn check_sites(ctx: &GroupContext) -> Result<(), MethodError> {
             .map(|i| (i.subject.as_str(), i.site.as_str())),
     );
     if summary.len() < 2 {
-        return Err(group_err(
-            ExitStatus::DataError,
-            format!(
-                "HCLD needs images from at least 2 sites to learn site styles, found {} ({}); check the '{}' column of participants.tsv (--site-column), or pass --model to use a model trained elsewhere",
-                summary.len(),
-                summary.keys().cloned().collect::<Vec<_>>().join(", "),
-                settings.selection.site_column
-            ),
-        ));
+        return Err(MethodError::BadData(format!(
+            "HCLD needs images from at least 2 sites to learn site styles, found {} ({}); check the '{}' column of participants.tsv (--site-column), or pass --model to use a model trained elsewhere",
+            summary.len(),
+            summary.keys().cloned().collect::<Vec<_>>().join(", "),
+            settings.selection.site_column
+        )));
     }
     let min = settings.model.min_site_subjects;
     let few: Vec<String> = summary
@@ -54,13 +46,10 @@ pub(super) fn check_sites(ctx: &GroupContext) -> Result<(), MethodError> {
         .map(|(s, c)| format!("{s} ({} subjects)", c.subjects))
         .collect();
     if !few.is_empty() {
-        return Err(group_err(
-            ExitStatus::DataError,
-            format!(
-                "too few subjects to train on at {} (--min-site-subjects {min}); add subjects, merge sites in the site column, or lower --min-site-subjects",
-                few.join(", "),
-            ),
-        ));
+        return Err(MethodError::BadData(format!(
+            "too few subjects to train on at {} (--min-site-subjects {min}); add subjects, merge sites in the site column, or lower --min-site-subjects",
+            few.join(", "),
+        )));
     }
     for (s, c) in &summary {
         if c.subjects < 3 {
@@ -133,7 +122,7 @@ pub(super) type Latents = Vec<Vec<f32>>;
 fn current_model(ctx: &GroupContext, key: &str) -> Option<PathBuf> {
     let store = ctx.run.out.models();
     store.artefacts().into_iter().find(|p| {
-        let recorded = std::fs::read(store.training_file(p, "inputs.json"))
+        let recorded = std::fs::read(store.training_inputs(p))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v.get("TrainingKey")?.as_str().map(str::to_string));
@@ -153,18 +142,15 @@ fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), Method
     }
     let need = config.training_memory_estimate_mb(device.backend);
     if need > limit {
-        return Err(group_err(
-            ExitStatus::Usage,
-            format!(
-                "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and --mem allows {limit} MB; raise --mem, use a smaller --config (tiny needs {} MB), or train elsewhere and pass the model with --model",
-                config.name,
-                config.grid.shape,
-                device.backend.name(),
-                HcldConfig::preset("tiny")
-                    .map(|t| t.training_memory_estimate_mb(device.backend))
-                    .unwrap_or(0),
-            ),
-        ));
+        return Err(MethodError::Usage(format!(
+            "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and --mem allows {limit} MB; raise --mem, use a smaller --config (tiny needs {} MB), or train elsewhere and pass the model with --model",
+            config.name,
+            config.grid.shape,
+            device.backend.name(),
+            HcldConfig::preset("tiny")
+                .map(|t| t.training_memory_estimate_mb(device.backend))
+                .unwrap_or(0),
+        )));
     }
     tracing::info!(
         "training needs about {need} MB on {}; --mem allows {limit} MB",
@@ -190,7 +176,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         return Ok((p, None));
     }
     let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
-        .map_err(|e| group_err(ExitStatus::Usage, e.to_string()))?;
+        .map_err(|e| MethodError::Usage(e.to_string()))?;
     check_memory(ctx, &device)?;
     // Checkpoints belong to one OUTPUT_DIR and one backend (flex and LibTorch round differently,
     // so a stage-1 checkpoint of one would give stage 2 other latents on the other), whatever
@@ -238,10 +224,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
             return Err(MethodError::Interrupted);
         }
         Err(e) => {
-            return Err(group_err(
-                ExitStatus::DataError,
-                format!("training failed: {e}"),
-            ));
+            return Err(MethodError::BadData(format!("training failed: {e}")));
         }
     };
     let store = out.models();
@@ -250,10 +233,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
     for stage in ["autoencoder", "diffusion"] {
         let src = checkpoints.join(stage).join("loss.csv");
         if let Ok(bytes) = std::fs::read(&src) {
-            out.write_bytes(
-                &store.training_file(&dir, &format!("{stage}_loss.csv")),
-                &bytes,
-            )?;
+            out.write_bytes(&store.loss_curve(&dir, stage), &bytes)?;
         }
     }
     let inputs = json!({
@@ -265,7 +245,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         })).collect::<Vec<_>>(),
     });
     out.write_text_if_changed(
-        &store.training_file(&dir, "inputs.json"),
+        &store.training_inputs(&dir),
         &(serde_json::to_string_pretty(&inputs).unwrap_or_default() + "\n"),
     )?;
     let m = &fitted.manifest.training;
@@ -295,13 +275,12 @@ pub(super) fn cache_site_targets(
     latents: Option<Latents>,
 ) -> Result<(), MethodError> {
     let (settings, out, images) = (ctx.run.settings, ctx.run.out, ctx.images);
-    let manifest =
-        read_manifest(model_dir).map_err(|e| group_err(ExitStatus::DataError, e.to_string()))?;
+    let manifest = read_manifest(model_dir).map_err(|e| MethodError::BadData(e.to_string()))?;
     let config = &manifest.config;
     let read = |p: &PathBuf| -> Result<Volume, MethodError> {
         read_nifti(p)
             .map(|v| v.0)
-            .map_err(|e| group_err(ExitStatus::DataError, e.to_string()))
+            .map_err(|e| MethodError::BadData(e.to_string()))
     };
     let latents = match latents {
         Some(l) => l,
@@ -314,15 +293,13 @@ pub(super) fn cache_site_targets(
                     return Err(MethodError::Interrupted);
                 }
                 let v = read(&i.template)?;
-                let grid = to_model_grid(&v, &config.grid)
-                    .map_err(|m| group_err(ExitStatus::DataError, m))?;
+                let grid = to_model_grid(&v, &config.grid).map_err(MethodError::BadData)?;
                 l.push(pool.install(|| harmonizer.encode(&grid)));
             }
             l
         }
     };
-    let sha =
-        load_digest(model_dir).map_err(|e| group_err(ExitStatus::DataError, e.to_string()))?;
+    let sha = load_digest(model_dir).map_err(|e| MethodError::BadData(e.to_string()))?;
     let mut by_site: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (k, i) in images.iter().enumerate() {
         by_site.entry(&i.site).or_default().push(k);

@@ -17,7 +17,6 @@ use crate::model::grid::{from_model_grid, to_model_grid};
 use crate::model::harmonize::Harmonizer;
 use crate::preprocess::resample::{Grid, Interpolation};
 use crate::preprocess::t1w::to_native;
-use crate::settings::exit::ExitStatus;
 
 use super::provenance::HcldParameters;
 use super::{
@@ -74,13 +73,7 @@ impl MethodSpec for Hcld {
         let settings = ctx.settings;
         let implicit_without_model = !settings.harmonisation.methods_explicit
             && settings.model.dir.is_none()
-            && matches!(
-                find_model(ctx),
-                Err(MethodError::Setup {
-                    status: ExitStatus::NoInput,
-                    ..
-                })
-            );
+            && matches!(find_model(ctx), Err(MethodError::Missing(_)));
         if implicit_without_model {
             tracing::info!(
                 "no HCLD model in {} yet: preprocessing only (train one with the group level, then run the participant level again to harmonise)",

@@ -17,17 +17,12 @@ use crate::model::device::ComputeDevice;
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{Harmonizer, TargetKind, TargetLatent, quantiles};
 use crate::preprocess::template::SPACE;
-use crate::settings::exit::ExitStatus;
 use crate::settings::run::{RunSettings, TargetSpec};
 use crate::volume::read_nifti;
 
 use super::{HcldHarmoniser, folder_name};
 use crate::methods::provenance::{DdimRecord, HcldParameters, ModelRecord, TargetRecord};
 use crate::methods::{MethodError, RunContext};
-
-fn setup_err(status: ExitStatus, message: String) -> MethodError {
-    MethodError::Setup { status, message }
-}
 
 /// A thread pool of `--nprocs` threads for network computations (flex runs on the current rayon
 /// pool).
@@ -36,12 +31,7 @@ pub fn network_pool(settings: &RunSettings) -> Result<rayon::ThreadPool, MethodE
         .num_threads(settings.resources.nprocs)
         .thread_name(|i| format!("hcld-network-{i}"))
         .build()
-        .map_err(|e| {
-            setup_err(
-                ExitStatus::IoError,
-                format!("cannot start worker threads: {e}"),
-            )
-        })
+        .map_err(|e| MethodError::Io(format!("cannot start worker threads: {e}")))
 }
 
 /// The HCLD model folder: `--model`, else the single `hcld-*` folder under `OUTPUT_DIR/models`.
@@ -53,26 +43,20 @@ pub fn find_model(ctx: &RunContext) -> Result<PathBuf, MethodError> {
     let dir = store.dir();
     let mut found = store.artefacts();
     match found.len() {
-        0 => Err(setup_err(
-            ExitStatus::NoInput,
-            format!(
-                "{}: no HCLD model; train one with the group level first (hcld BIDS_DIR OUTPUT_DIR group), or pass --model DIR",
-                dir.display()
-            ),
-        )),
+        0 => Err(MethodError::Missing(format!(
+            "{}: no HCLD model; train one with the group level first (hcld BIDS_DIR OUTPUT_DIR group), or pass --model DIR",
+            dir.display()
+        ))),
         1 => Ok(found.remove(0)),
-        _ => Err(setup_err(
-            ExitStatus::Usage,
-            format!(
-                "{}: several HCLD models ({}); choose one with --model",
-                dir.display(),
-                found
-                    .iter()
-                    .map(|p| folder_name(p))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
+        _ => Err(MethodError::Usage(format!(
+            "{}: several HCLD models ({}); choose one with --model",
+            dir.display(),
+            found
+                .iter()
+                .map(|p| folder_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 
@@ -88,23 +72,19 @@ fn default_site(images_per_site: &BTreeMap<String, usize>) -> Option<String> {
 /// Loads the model, chooses the backend and device, and builds the harmoniser.
 pub fn load_harmonizer(settings: &RunSettings, dir: &Path) -> Result<Harmonizer, MethodError> {
     let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
-        .map_err(|e| setup_err(ExitStatus::Usage, e.to_string()))?;
-    let model = load_artefact(dir, &device)
-        .map_err(|e| setup_err(ExitStatus::DataError, format!("{e}")))?;
+        .map_err(|e| MethodError::Usage(e.to_string()))?;
+    let model = load_artefact(dir, &device).map_err(|e| MethodError::BadData(format!("{e}")))?;
     let config = &model.manifest.config;
     if config.grid.space != SPACE {
-        return Err(setup_err(
-            ExitStatus::DataError,
-            format!(
-                "{}: the model works in {} space; hcld registers to {SPACE}, use a model trained by hcld",
-                dir.display(),
-                config.grid.space
-            ),
-        ));
+        return Err(MethodError::BadData(format!(
+            "{}: the model works in {} space; hcld registers to {SPACE}, use a model trained by hcld",
+            dir.display(),
+            config.grid.space
+        )));
     }
     let asked = settings.harmonisation.ddim.apply(&config.ddim);
     let harmonizer = Harmonizer::new(model, device, asked.clone())
-        .map_err(|e| setup_err(ExitStatus::Usage, e.to_string()))?;
+        .map_err(|e| MethodError::Usage(e.to_string()))?;
     let runs = harmonizer.ddim();
     if (runs.inversion_steps, runs.sampling_steps) != (asked.inversion_steps, asked.sampling_steps)
     {
@@ -188,9 +168,7 @@ fn resolve_target(
         }
         Some(TargetSpec::Site(s)) => s.clone(),
         None => default_site(&model.manifest.training.images_per_site).ok_or_else(|| {
-            setup_err(
-                ExitStatus::Usage,
-                "the model records no training sites; choose a target with --target-site or --target-image".into(),
+            MethodError::Usage("the model records no training sites; choose a target with --target-site or --target-image".into(),
             )
         })?,
     };
@@ -210,21 +188,18 @@ fn resolve_target(
                     .collect()
             })
             .unwrap_or_default();
-        return Err(setup_err(
-            ExitStatus::NoInput,
-            format!(
-                "no cached target for site '{site}' with model {} ({}); run the group level with this model first (it picks each site's representative), choose one of: {}, or pass --target-image",
-                &model.sha256[..12],
-                stem.with_extension("json").display(),
-                if known.is_empty() {
-                    "(none cached)".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        ));
+        return Err(MethodError::Missing(format!(
+            "no cached target for site '{site}' with model {} ({}); run the group level with this model first (it picks each site's representative), choose one of: {}, or pass --target-image",
+            &model.sha256[..12],
+            stem.with_extension("json").display(),
+            if known.is_empty() {
+                "(none cached)".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
     }
-    TargetLatent::load(&stem).map_err(|e| setup_err(ExitStatus::DataError, e.to_string()))
+    TargetLatent::load(&stem).map_err(|e| MethodError::BadData(e.to_string()))
 }
 
 /// Encodes a target image (preprocessed like every input) once per model and image, cached.
@@ -235,10 +210,10 @@ fn target_from_image(
 ) -> Result<(TargetLatent, Vec<f32>), MethodError> {
     let model = harmonizer.model();
     let bytes = std::fs::read(path).map_err(|e| {
-        setup_err(
-            ExitStatus::NoInput,
-            format!("{}: cannot read --target-image: {e}", path.display()),
-        )
+        MethodError::Missing(format!(
+            "{}: cannot read --target-image: {e}",
+            path.display()
+        ))
     })?;
     let opts = ctx
         .settings
@@ -261,12 +236,7 @@ fn target_from_image(
         "preprocessing and encoding --target-image {}",
         path.display()
     );
-    let bad = |m: String| {
-        setup_err(
-            ExitStatus::DataError,
-            format!("--target-image {}: {m}", path.display()),
-        )
-    };
+    let bad = |m: String| MethodError::BadData(format!("--target-image {}: {m}", path.display()));
     let (volume, _) = read_nifti(path).map_err(|e| bad(e.to_string()))?;
     let canonical = crate::volume::to_closest_canonical(&volume);
     let result = crate::preprocess::t1w::preprocess_t1w(&canonical, None, None, &opts)

@@ -318,7 +318,7 @@ fn reconstructions(
     };
     let dir = match find_model(&ctx) {
         Ok(d) => d,
-        Err(MethodError::Setup { message, .. }) => {
+        Err(MethodError::Missing(message) | MethodError::Usage(message)) => {
             tracing::info!("evaluation: no hcld-recon row: {message}");
             return Ok(None);
         }

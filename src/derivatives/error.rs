@@ -1,0 +1,62 @@
+//! What can go wrong writing derivatives, each with the path and the fix.
+
+use std::path::PathBuf;
+
+use crate::volume::VolumeError;
+
+/// Why something could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DerivativesError {
+    /// A folder or file could not be created (exit 73).
+    #[error(
+        "{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space"
+    )]
+    CannotCreate {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Writing or renaming failed part-way (exit 74).
+    #[error("{path}: write failed: {reason}; check permissions and free disk space in OUTPUT_DIR")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// An output name does not fit the pattern table (a bug in hcld, reported loudly).
+    #[error("cannot name output '{name}': {reason}")]
+    Naming {
+        /// The name as far as it was built.
+        name: String,
+        /// Why it is not a valid derivatives name.
+        reason: String,
+    },
+    /// OUTPUT_DIR already holds another pipeline's derivatives.
+    #[error(
+        "{path}: OUTPUT_DIR already holds derivatives made by '{pipeline}'; give hcld its own OUTPUT_DIR (e.g. derivatives/hcld)"
+    )]
+    ForeignDataset {
+        /// The existing `dataset_description.json`.
+        path: PathBuf,
+        /// Who made it.
+        pipeline: String,
+    },
+    /// A write would land outside OUTPUT_DIR (a symlink inside it points elsewhere).
+    #[error(
+        "{path}: resolves to {resolved}, outside OUTPUT_DIR {root}; hcld writes only inside OUTPUT_DIR: remove the symbolic link (or give a fresh OUTPUT_DIR)"
+    )]
+    OutsideOutputDir {
+        /// The output path as hcld built it.
+        path: PathBuf,
+        /// Where its folder really is.
+        resolved: PathBuf,
+        /// OUTPUT_DIR, resolved.
+        root: PathBuf,
+    },
+    /// Encoding an image failed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+}
