@@ -8,8 +8,7 @@ use crate::bids::{Query, is_label};
 use crate::methods::Method;
 use crate::model::config::HcldConfig;
 use crate::model::device::Backend;
-use crate::model::sampler::{DdimConfig, DdimSampler};
-use crate::model::schedule::ScheduleConfig;
+use crate::model::sampler::DdimConfig;
 use crate::preprocess::intensity::IntensityScaling;
 use crate::settings::{
     AnalysisLevel, DdimOverrides, ExitStatus, Harmonisation, MAX_THREADS_PER_CPU, ModelSettings,
@@ -328,12 +327,9 @@ fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<(Vec<Method>, Harm
         inversion_steps: args.inversion_steps,
         sampling_steps: args.sampling_steps,
     };
-    // The overrides are checked against the default schedule here, so that a bad value fails
-    // before any work; the model's own schedule is applied when it is loaded.
-    let schedule = ScheduleConfig::default()
-        .build()
-        .map_err(|e| SettingsError::usage(e.to_string()))?;
-    DdimSampler::new(schedule, ddim.apply(&DdimConfig::default())).map_err(|e| {
+    // A bad value fails before any work; the model's own defaults are filled in when it is
+    // loaded.
+    ddim.apply(&DdimConfig::default()).validate().map_err(|e| {
         SettingsError::usage(format!(
             "--strength/--inversion-steps/--sampling-steps: {e}"
         ))

@@ -24,6 +24,24 @@ pub struct DdimConfig {
     pub sampling_steps: usize,
 }
 
+impl DdimConfig {
+    /// Checks the values any schedule accepts: a strength in (0, 1], at least one step each way.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        if !(self.strength > 0.0 && self.strength <= 1.0) {
+            return Err(SamplerError::Invalid(format!(
+                "strength must be in (0, 1], got {}",
+                self.strength
+            )));
+        }
+        if self.inversion_steps == 0 || self.sampling_steps == 0 {
+            return Err(SamplerError::Invalid(
+                "inversion and sampling need at least one step each".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for DdimConfig {
     /// hcld's defaults: strength 0.6, 30 inversion and 10 sampling steps.
     fn default() -> Self {
@@ -96,17 +114,7 @@ pub struct DdimSampler {
 impl DdimSampler {
     /// Checks `0 < strength ≤ 1` and at least one step each way.
     pub fn new(schedule: NoiseSchedule, config: DdimConfig) -> Result<Self, SamplerError> {
-        if !(config.strength > 0.0 && config.strength <= 1.0) {
-            return Err(SamplerError::Invalid(format!(
-                "strength must be in (0, 1], got {}",
-                config.strength
-            )));
-        }
-        if config.inversion_steps == 0 || config.sampling_steps == 0 {
-            return Err(SamplerError::Invalid(
-                "inversion and sampling need at least one step each".into(),
-            ));
-        }
+        config.validate()?;
         Ok(DdimSampler { schedule, config })
     }
 
