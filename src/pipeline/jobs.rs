@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::bids::{BidsFile, Entity, Filter, Layout, Query, t1w_query};
-use crate::settings::Settings;
+use crate::settings::Selection;
 
 use super::PipelineError;
 
@@ -75,7 +75,7 @@ fn template_space_inputs<'a>(
 /// match no T1w image, are errors (exit 18) that say what is available.
 // One piece: the selection is a single pass over the index whose filters (labels, sessions,
 // the filter file, duplicates) share the counts its 'selected nothing' message reports.
-pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, PipelineError> {
+pub fn select_jobs(layout: &Layout, selection: &Selection) -> Result<Vec<Job>, PipelineError> {
     let root = layout.root().display();
     let subjects = layout.subjects();
     if subjects.is_empty() {
@@ -83,8 +83,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
             "{root}: no sub-* folders; is BIDS_DIR the root of a BIDS dataset?"
         )));
     }
-    let missing: Vec<&String> = settings
-        .selection
+    let missing: Vec<&String> = selection
         .participants
         .iter()
         .filter(|p| !subjects.contains(p))
@@ -117,16 +116,15 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         }
     }
     let mut query = t1w_query(layout);
-    if let Some(user) = &settings.selection.t1w_filter {
+    if let Some(user) = &selection.t1w_filter {
         query = query.merged(user);
     }
-    if !settings.selection.participants.is_empty() {
-        query = query.entity(Entity::Subject, &settings.selection.participants);
+    if !selection.participants.is_empty() {
+        query = query.entity(Entity::Subject, &selection.participants);
     }
-    if !settings.selection.sessions.is_empty() {
+    if !selection.sessions.is_empty() {
         let sessions = layout.sessions();
-        let unknown: Vec<&String> = settings
-            .selection
+        let unknown: Vec<&String> = selection
             .sessions
             .iter()
             .filter(|s| !sessions.contains(s))
@@ -148,7 +146,7 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         }
         query = query.with(
             crate::bids::Field::Entity(Entity::Session),
-            Filter::OneOf(settings.selection.sessions.clone()),
+            Filter::OneOf(selection.sessions.clone()),
         );
     }
     let mut found = layout.get(&query);
@@ -172,10 +170,10 @@ pub fn select_jobs(layout: &Layout, settings: &Settings) -> Result<Vec<Job>, Pip
         .iter()
         .filter_map(|f| f.entity(Entity::Subject))
         .collect();
-    let wanted = if settings.selection.participants.is_empty() {
+    let wanted = if selection.participants.is_empty() {
         &subjects
     } else {
-        &settings.selection.participants
+        &selection.participants
     };
     for s in wanted {
         if !selected.contains(&s.as_str()) {

@@ -199,7 +199,7 @@ pub fn run(settings: &Settings, out: &DerivativesDataset) -> Result<RunSummary, 
     for w in layout.warnings() {
         tracing::warn!("{w}");
     }
-    let jobs = select_jobs(&layout, settings)?;
+    let jobs = select_jobs(&layout, &settings.selection)?;
     let stop = stop_flag();
     let result = match settings.level {
         AnalysisLevel::Participant => {

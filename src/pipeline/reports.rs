@@ -310,7 +310,9 @@ pub fn group(
     let (sites, site_of) = index_labels(&site_labels);
     // A simulation's sources are held out together, as `--evaluate` does; an unreadable ground
     // truth is `--evaluate`'s to report, the report then holds out subjects.
-    let truth = super::evaluate::ground_truth(settings).ok().flatten();
+    let truth = super::evaluate::ground_truth(&settings.harmonisation, &settings.paths)
+        .ok()
+        .flatten();
     let (cv, group_of) = super::evaluate::cv_groups(items, truth.as_ref());
     let mut sections = Vec::new();
 

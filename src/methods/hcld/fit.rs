@@ -213,7 +213,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         checkpoints.display()
     );
     // Training runs on --nprocs threads (flex uses the current rayon pool).
-    let pool = network_pool(settings)?;
+    let pool = network_pool(&settings.resources)?;
     let fitted = match pool.install(|| fit(config, &set, &device, &options)) {
         Ok(f) => f,
         Err(FitError::Training(TrainingError::Interrupted { stage, step })) => {
@@ -285,8 +285,9 @@ pub(super) fn cache_site_targets(
     let latents = match latents {
         Some(l) => l,
         None => {
-            let harmonizer = load_harmonizer(settings, model_dir)?;
-            let pool = network_pool(settings)?;
+            let harmonizer =
+                load_harmonizer(&settings.resources, &settings.harmonisation.ddim, model_dir)?;
+            let pool = network_pool(&settings.resources)?;
             let mut l = Vec::with_capacity(images.len());
             for i in images {
                 if ctx.run.stop.load(Ordering::SeqCst) {

@@ -17,7 +17,7 @@ use crate::model::device::ComputeDevice;
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{Harmonizer, TargetKind, TargetLatent, quantiles};
 use crate::preprocess::template::SPACE;
-use crate::settings::run::{RunSettings, TargetSpec};
+use crate::settings::run::{DdimOverrides, Resources, TargetSpec};
 use crate::volume::read_nifti;
 
 use super::{HcldHarmoniser, folder_name};
@@ -26,9 +26,9 @@ use crate::methods::{MethodError, RunContext};
 
 /// A thread pool of `--nprocs` threads for network computations (flex runs on the current rayon
 /// pool).
-pub fn network_pool(settings: &RunSettings) -> Result<rayon::ThreadPool, MethodError> {
+pub fn network_pool(resources: &Resources) -> Result<rayon::ThreadPool, MethodError> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.resources.nprocs)
+        .num_threads(resources.nprocs)
         .thread_name(|i| format!("hcld-network-{i}"))
         .build()
         .map_err(|e| MethodError::Io(format!("cannot start worker threads: {e}")))
@@ -70,8 +70,12 @@ fn default_site(images_per_site: &BTreeMap<String, usize>) -> Option<String> {
 }
 
 /// Loads the model, chooses the backend and device, and builds the harmoniser.
-pub fn load_harmonizer(settings: &RunSettings, dir: &Path) -> Result<Harmonizer, MethodError> {
-    let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
+pub fn load_harmonizer(
+    resources: &Resources,
+    ddim: &DdimOverrides,
+    dir: &Path,
+) -> Result<Harmonizer, MethodError> {
+    let device = ComputeDevice::select(resources.backend, resources.device)
         .map_err(|e| MethodError::Usage(e.to_string()))?;
     let model = load_artefact(dir, &device).map_err(|e| MethodError::BadData(format!("{e}")))?;
     let config = &model.manifest.config;
@@ -82,7 +86,7 @@ pub fn load_harmonizer(settings: &RunSettings, dir: &Path) -> Result<Harmonizer,
             config.grid.space
         )));
     }
-    let asked = settings.harmonisation.ddim.apply(&config.ddim);
+    let asked = ddim.apply(&config.ddim);
     let harmonizer = Harmonizer::new(model, device, asked.clone())
         .map_err(|e| MethodError::Usage(e.to_string()))?;
     let runs = harmonizer.ddim();
@@ -105,8 +109,8 @@ pub fn load_harmonizer(settings: &RunSettings, dir: &Path) -> Result<Harmonizer,
 pub(super) fn prepare(ctx: &RunContext) -> Result<HcldHarmoniser, MethodError> {
     let settings = ctx.settings;
     let dir = find_model(ctx)?;
-    let harmonizer = load_harmonizer(settings, &dir)?;
-    let pool = network_pool(settings)?;
+    let harmonizer = load_harmonizer(&settings.resources, &settings.harmonisation.ddim, &dir)?;
+    let pool = network_pool(&settings.resources)?;
     let (target, latent) = pool.install(|| resolve_target(ctx, &harmonizer))?;
     let model = harmonizer.model();
     let ddim = harmonizer.ddim();

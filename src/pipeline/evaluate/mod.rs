@@ -31,7 +31,7 @@ use crate::metrics::{
 use crate::model::baselines::brain_values;
 use crate::model::grid::{from_model_grid, to_model_grid};
 use crate::preprocess::resample::Grid;
-use crate::settings::{ExitStatus, Settings};
+use crate::settings::{ExitStatus, Harmonisation, Paths, Settings};
 use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti};
 
@@ -98,12 +98,14 @@ pub fn cv_groups(items: &[GroupItem], truth: Option<&GroundTruth>) -> (CvGroups,
 
 /// The ground truth of a simulated BIDS_DIR (`--ground-truth`, else
 /// `BIDS_DIR/sourcedata/ground-truth`), if there is one.
-pub fn ground_truth(settings: &Settings) -> Result<Option<GroundTruth>, PipelineError> {
-    match settings
-        .harmonisation
+pub fn ground_truth(
+    harmonisation: &Harmonisation,
+    paths: &Paths,
+) -> Result<Option<GroundTruth>, PipelineError> {
+    match harmonisation
         .ground_truth
         .clone()
-        .or_else(|| GroundTruth::find(&settings.paths.bids_dir))
+        .or_else(|| GroundTruth::find(&paths.bids_dir))
     {
         Some(dir) => Ok(Some(
             GroundTruth::open(&dir).map_err(|e| eval_err(e.to_string()))?,
@@ -325,9 +327,9 @@ fn reconstructions(
         Err(e) => return Err(e.into()),
     };
     let started = std::time::Instant::now();
-    let harmonizer = load_harmonizer(&settings.run, &dir)?;
+    let harmonizer = load_harmonizer(&settings.resources, &settings.harmonisation.ddim, &dir)?;
     let grid = harmonizer.model().manifest.config.grid.clone();
-    let pool = network_pool(&settings.run)?;
+    let pool = network_pool(&settings.resources)?;
     let recon = pool.install(|| {
         data.iter()
             .map(|d| -> Result<Volume, String> {
@@ -441,7 +443,7 @@ pub fn evaluate(
     settings: &Settings,
     out: &DerivativesDataset,
 ) -> Result<MetricTable, PipelineError> {
-    let truth = ground_truth(settings)?;
+    let truth = ground_truth(&settings.harmonisation, &settings.paths)?;
     let Target {
         site: target,
         hcld_to_site,
