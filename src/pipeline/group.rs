@@ -9,7 +9,7 @@ use crate::bids::Layout;
 use crate::bids::sites::site_summary;
 use crate::derivatives::DerivativesDataset;
 use crate::methods::{FitImage, GroupContext, RunContext};
-use crate::settings::{ExitStatus, Settings};
+use crate::settings::Settings;
 
 use super::items::{GroupItem, collect_items};
 use super::{PipelineError, RunSummary};
@@ -59,12 +59,7 @@ pub fn fit_and_report(
 ) -> Result<RunSummary, PipelineError> {
     let items = collect_items(&mut summary, layout, settings, out);
     if items.is_empty() {
-        return Err(PipelineError::Setup {
-            status: ExitStatus::SomeFailed,
-            message:
-                "no image was preprocessed successfully; nothing to fit (see the errors above)"
-                    .into(),
-        });
+        return Err(PipelineError::NothingPreprocessed);
     }
     log_sites(&items);
     let images = fit_images(&items);

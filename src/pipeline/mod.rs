@@ -51,14 +51,18 @@ pub enum PipelineError {
     /// The thread pool could not start.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
-    /// A run-wide step (model, target, landmarks, training, report) failed.
-    #[error("{message}")]
-    Setup {
-        /// The exit status it maps to.
-        status: ExitStatus,
-        /// One line naming the file and the fix.
-        message: String,
-    },
+    /// A method's run-wide step (its model, target, landmarks, training) failed.
+    #[error(transparent)]
+    Method(MethodError),
+    /// No image was preprocessed, so the group level has nothing to fit.
+    #[error("no image was preprocessed successfully; nothing to fit (see the errors above)")]
+    NothingPreprocessed,
+    /// The evaluation cannot be computed (its message names the file and the fix).
+    #[error("{0}")]
+    Evaluation(String),
+    /// A figure of the group report cannot be drawn.
+    #[error("group report: {0}")]
+    Report(String),
     /// Ctrl-C or SIGTERM.
     #[error(
         "interrupted; finished outputs and training checkpoints are kept, run the same command again to resume"
@@ -71,10 +75,7 @@ impl From<MethodError> for PipelineError {
         match e {
             MethodError::Output(e) => PipelineError::Output(e),
             MethodError::Interrupted => PipelineError::Interrupted,
-            other => PipelineError::Setup {
-                status: other.exit_status(),
-                message: other.to_string(),
-            },
+            other => PipelineError::Method(other),
         }
     }
 }
@@ -91,7 +92,10 @@ impl PipelineError {
             PipelineError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
             PipelineError::Output(_) => ExitStatus::CannotCreate,
             PipelineError::Threads(_) => ExitStatus::IoError,
-            PipelineError::Setup { status, .. } => *status,
+            PipelineError::Method(e) => e.exit_status(),
+            PipelineError::NothingPreprocessed => ExitStatus::SomeFailed,
+            PipelineError::Evaluation(_) => ExitStatus::DataError,
+            PipelineError::Report(_) => ExitStatus::CannotCreate,
             PipelineError::Interrupted => ExitStatus::Interrupted,
         }
     }

@@ -214,10 +214,7 @@ fn fmt(v: f64, digits: usize) -> String {
 /// A figure of the group report that cannot be drawn: an output that cannot be created (73),
 /// not a subject's failure.
 fn fig_err(e: FigureError) -> PipelineError {
-    PipelineError::Setup {
-        status: crate::settings::ExitStatus::CannotCreate,
-        message: format!("group report: {e}"),
-    }
+    PipelineError::Report(e.to_string())
 }
 
 /// The sites of the group: subjects and images per site, and where each label came from.

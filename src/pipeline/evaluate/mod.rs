@@ -31,7 +31,7 @@ use crate::metrics::{
 use crate::model::baselines::brain_values;
 use crate::model::grid::{from_model_grid, to_model_grid};
 use crate::preprocess::resample::Grid;
-use crate::settings::{ExitStatus, Harmonisation, Paths, Settings};
+use crate::settings::{Harmonisation, Paths, Settings};
 use crate::simulate::dataset::GroundTruth;
 use crate::volume::{Volume, read_nifti};
 
@@ -48,10 +48,7 @@ const AGE_RIDGE_LAMBDA: f64 = 1.0;
 const CHANCE_LEVEL: f64 = 0.95;
 
 fn eval_err(message: String) -> PipelineError {
-    PipelineError::Setup {
-        status: ExitStatus::DataError,
-        message,
-    }
+    PipelineError::Evaluation(message)
 }
 
 /// What the site classifier holds out together.
