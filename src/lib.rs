@@ -2,7 +2,8 @@
 //!
 //! The binary (`src/main.rs`) is thin: it parses the command line with [`cli`], hands the
 //! validated [`settings::Settings`] to [`pipeline::run`], and maps the outcome to an exit code.
-//! Dependencies point one way (no file imports one that imports it back):
+//! Dependencies point one way (no two files import each other, a `mod.rs` and its own files
+//! aside):
 //! `cli → pipeline → methods → {train → model, derivatives, preprocess, report, metrics} →
 //! {bids, volume}`, with [`settings`] read by all below `cli`.
 //!

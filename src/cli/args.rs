@@ -220,11 +220,16 @@ pub enum MethodChoice {
     All,
     /// One method.
     One(Method),
+    /// An empty item of a comma list (`--method hcld,`), ignored as it always was.
+    Empty,
 }
 
 impl std::str::FromStr for MethodChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Ok(MethodChoice::Empty);
+        }
         if s.eq_ignore_ascii_case("all") {
             return Ok(MethodChoice::All);
         }

@@ -235,21 +235,14 @@ fn preprocessing(args: &Args) -> Result<Preprocessing> {
 
 /// `--model`, or the configuration the group level trains with.
 fn model(args: &Args) -> Result<ModelSettings> {
-    let mut config = match &args.config {
-        ConfigSource::Preset(name) => HcldConfig::preset(name)
-            .ok_or_else(|| SettingsError::usage(format!("--config {name}: not a preset")))?,
-        ConfigSource::File(path) => HcldConfig::from_preset_or_file(&path.to_string_lossy())
-            .map_err(|e| {
-                SettingsError::new(
-                    if path.exists() {
-                        ExitStatus::Usage
-                    } else {
-                        ExitStatus::NoInput
-                    },
-                    format!("--config {}: {e}", args.config),
-                )
-            })?,
-    };
+    let spec = args.config.to_string();
+    let mut config = HcldConfig::from_preset_or_file(&spec).map_err(|e| {
+        let status = match &args.config {
+            ConfigSource::File(path) if !path.exists() => ExitStatus::NoInput,
+            _ => ExitStatus::Usage,
+        };
+        SettingsError::new(status, format!("--config {spec}: {e}"))
+    })?;
     for (flag, value) in [
         ("--epochs-ae", args.epochs_ae),
         ("--epochs-ldm", args.epochs_ldm),
@@ -298,8 +291,9 @@ fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<(Vec<Method>, Harm
     };
     for choice in requested {
         let chosen: &[Method] = match choice {
-            MethodChoice::All => &Method::ALL,
+            MethodChoice::All => Method::ALL,
             MethodChoice::One(m) => std::slice::from_ref(m),
+            MethodChoice::Empty => &[],
         };
         for m in chosen {
             if !methods.contains(m) {

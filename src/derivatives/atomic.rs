@@ -27,11 +27,18 @@ pub fn write_atomic_with(
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), DerivativesError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    through_temporary(dir, dest, write)
+    let elsewhere = |reason: String| DerivativesError::Elsewhere {
+        path: dest.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| elsewhere(format!("cannot create its folder: {e}")))?;
+    // The same write as inside OUTPUT_DIR; only the advice in the error differs.
+    through_temporary(dir, dest, write).map_err(|e| match e {
+        DerivativesError::CannotCreate { source, .. } => elsewhere(source.to_string()),
+        DerivativesError::Write { reason, .. } => elsewhere(reason),
+        other => other,
+    })
 }
 
 /// Removes `dir`'s temporary files (`.hcldtmp-<random>-<final name>`) whose final name starts with

@@ -18,6 +18,17 @@ pub enum DerivativesError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file outside OUTPUT_DIR (the work directory, a simulated dataset) could not be written
+    /// (exit 74).
+    #[error(
+        "{path}: cannot write: {reason}; check that the folder is writable and the disk has space"
+    )]
+    Elsewhere {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// Writing or renaming failed part-way (exit 74).
     #[error("{path}: write failed: {reason}; check permissions and free disk space in OUTPUT_DIR")]
     Write {

@@ -17,7 +17,7 @@ pub use atomic::{write_atomic, write_atomic_with};
 pub use error::DerivativesError;
 pub use models::ModelStore;
 pub use names::DerivativeName;
-pub use sidecar::{Sidecar, source_uri};
+pub use sidecar::{PROVENANCE_KEY, Sidecar, source_uri};
 
 use atomic::{TMP_PREFIX, remove_temporaries_in, temp_builder, write_contained};
 

@@ -7,7 +7,9 @@
 //! models/targets/hcld-<sha12>/site-<slug>.{json,f32}, image-<key16>.{json,f32}
 //! ```
 //!
-//! Nothing else spells these names; writes go through the dataset's contained atomic writer.
+//! Nothing else spells these paths under OUTPUT_DIR (`model::artefact` names the files inside an
+//! artefact, and its folder when a model is saved elsewhere); writes go through the dataset's
+//! contained atomic writer.
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
+/// The sidecar key under which hcld records its provenance (fingerprint, parameters, what was
+/// fitted): one object per output, read back by re-runs, reports and the evaluation.
+pub const PROVENANCE_KEY: &str = "hcld";
+
 /// JSON metadata written beside an image.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sidecar {

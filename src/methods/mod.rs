@@ -6,7 +6,8 @@
 //! [`Method::ALL`]; none of them names a method.
 //!
 //! Adding a method: one new file implementing [`MethodSpec`] (and [`Harmoniser`] for what it
-//! prepares), and one line in [`Method::ALL`].
+//! prepares; it names itself as `Method(&Self)`), its `mod` line, and one line in
+//! [`Method::ALL`].
 
 mod hcld;
 mod intensity;
@@ -96,23 +97,15 @@ pub trait MethodSpec: Sync + std::fmt::Debug {
 pub struct Method(&'static dyn MethodSpec);
 
 impl Method {
-    /// HCLD: conditional latent diffusion to a target site.
+    /// HCLD, the default method.
     pub const HCLD: Method = Method(&hcld::Hcld);
-    /// Nyúl–Udupa piecewise-linear histogram standardisation.
-    pub const NYUL: Method = Method(&nyul::Nyul);
-    /// WhiteStripe.
-    pub const WHITESTRIPE: Method = Method(&whitestripe::WhiteStripe);
-    /// Brain z-score.
-    pub const ZSCORE: Method = Method(&zscore::ZScore);
-    /// Identity: the preprocessed image.
-    pub const NONE: Method = Method(&none::Identity);
 
     /// Every method, in report order: the registry (a new method is one more line here).
-    pub const ALL: [Method; 5] = [
-        Method::NONE,
-        Method::ZSCORE,
-        Method::WHITESTRIPE,
-        Method::NYUL,
+    pub const ALL: &'static [Method] = &[
+        Method(&none::Identity),
+        Method(&zscore::ZScore),
+        Method(&whitestripe::WhiteStripe),
+        Method(&nyul::Nyul),
         Method::HCLD,
     ];
 
@@ -174,7 +167,8 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
         Method::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|m| m.name() == lower)
             .ok_or_else(|| {
                 let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
@@ -356,7 +350,9 @@ impl MethodError {
             MethodError::BadData(_) => ExitStatus::DataError,
             MethodError::Usage(_) => ExitStatus::Usage,
             MethodError::Io(_) => ExitStatus::IoError,
-            MethodError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
+            MethodError::Output(
+                DerivativesError::Write { .. } | DerivativesError::Elsewhere { .. },
+            ) => ExitStatus::IoError,
             MethodError::Output(_) => ExitStatus::CannotCreate,
             MethodError::Interrupted => ExitStatus::Interrupted,
         }
@@ -378,7 +374,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_round_trip() {
-        for m in Method::ALL {
+        for &m in Method::ALL {
             assert_eq!(m.name().parse::<Method>().unwrap(), m);
             assert_eq!(
                 Method::ALL.iter().filter(|x| x.name() == m.name()).count(),
@@ -388,14 +384,15 @@ mod tests {
             assert_eq!(serde_json::from_str::<Method>(&json).unwrap(), m);
         }
         assert_eq!(Method::HCLD.desc(), "harmonized");
-        assert_eq!(Method::NONE.desc(), "preproc");
+        assert_eq!("none".parse::<Method>().unwrap().desc(), "preproc");
         assert!("combat".parse::<Method>().unwrap_err().contains("all"));
     }
 
     #[test]
     fn order_is_the_report_order() {
-        let mut v = vec![Method::HCLD, Method::NONE, Method::NYUL];
+        let m = |n: &str| n.parse::<Method>().unwrap();
+        let mut v = vec![m("hcld"), m("none"), m("nyul")];
         v.sort();
-        assert_eq!(v, [Method::NONE, Method::NYUL, Method::HCLD]);
+        assert_eq!(v, [m("none"), m("nyul"), m("hcld")]);
     }
 }

@@ -128,7 +128,7 @@ impl MethodSpec for Nyul {
         }
         let landmarks = file.landmarks;
         Ok(Some(Box::new(MapHarmoniser {
-            method: Method::NYUL,
+            method: Method(&Nyul),
             parameters,
             content_parameters: content,
             description: "standardised with Nyúl–Udupa piecewise-linear histogram landmarks fitted at group level",

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::derivatives::{DerivativeName, DerivativesDataset};
+use crate::derivatives::{DerivativeName, DerivativesDataset, PROVENANCE_KEY};
 use crate::model::config::GridConfig;
 use crate::model::harmonize::TargetKind;
 
@@ -38,9 +38,6 @@ pub struct MethodProvenance {
     pub fit: Value,
 }
 
-/// The sidecar key provenance sits under.
-pub const SIDECAR_KEY: &str = "hcld";
-
 impl MethodProvenance {
     /// As the sidecar records it.
     pub fn to_value(&self) -> Value {
@@ -50,7 +47,7 @@ impl MethodProvenance {
     /// The provenance recorded in the sidecar of `name`, if it has one that parses.
     pub fn read(out: &DerivativesDataset, name: &DerivativeName) -> Option<MethodProvenance> {
         let sidecar = out.read_sidecar(name)?;
-        serde_json::from_value(sidecar.get(SIDECAR_KEY)?.clone()).ok()
+        serde_json::from_value(sidecar.get(PROVENANCE_KEY)?.clone()).ok()
     }
 
     /// The target recorded by a method that harmonises towards one: (kind, label).

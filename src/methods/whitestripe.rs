@@ -27,7 +27,7 @@ impl MethodSpec for WhiteStripe {
     fn prepare(&self, _ctx: &RunContext) -> Result<Option<Box<dyn Harmoniser>>, MethodError> {
         let parameters = json!({ "StripeHalfWidthQuantile": WHITE_STRIPE_WIDTH });
         Ok(Some(Box::new(MapHarmoniser {
-            method: Method::WHITESTRIPE,
+            method: Method(&WhiteStripe),
             content_parameters: parameters.clone(),
             parameters,
             description: "normalised with WhiteStripe (z-score against normal-appearing white matter)",

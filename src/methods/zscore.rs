@@ -26,7 +26,7 @@ impl MethodSpec for ZScore {
 
     fn prepare(&self, _ctx: &RunContext) -> Result<Option<Box<dyn Harmoniser>>, MethodError> {
         Ok(Some(Box::new(MapHarmoniser {
-            method: Method::ZSCORE,
+            method: Method(&ZScore),
             parameters: json!({}),
             content_parameters: json!({}),
             description: "z-scored with the brain mean and standard deviation",

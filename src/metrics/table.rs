@@ -7,7 +7,7 @@ use serde::Serialize;
 /// subjects).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodMetrics {
-    /// `none`, `zscore`, `whitestripe`, `nyul` or `hcld`.
+    /// A method's name (`crate::methods::Method`), or `hcld-recon` (the autoencoder round trip).
     pub method: String,
     /// Images with an output of this method.
     pub images: usize,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::derivatives::{DerivativeName, DerivativesDataset, Sidecar};
+use crate::derivatives::{DerivativeName, DerivativesDataset, PROVENANCE_KEY, Sidecar};
 use crate::methods::{
     ApplyError, Harmonised, Harmoniser, MethodProvenance, PreprocessedImage, RunContext,
 };
@@ -204,7 +204,7 @@ fn write_method(
             true,
         )
         .insert("Resolution", json!(resolution))
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     // Figures before the native image, whose sidecar marks this method complete.
     write_figures(job, out, mn, output.harmoniser, setup, inp, template_out)?;
@@ -218,7 +218,7 @@ fn write_method(
             &[uri(&mn.template)?, uri(&names.t1w_to_template)?, uri(&names.native_mask)?, uri(&names.native_t1w)?],
             true,
         )
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     Ok(())
 }

@@ -89,7 +89,9 @@ impl PipelineError {
             PipelineError::Input(_) => ExitStatus::InvalidInput,
             PipelineError::NothingSelected(_) => ExitStatus::NothingSelected,
             PipelineError::Invalid(_) => ExitStatus::InvalidInput,
-            PipelineError::Output(DerivativesError::Write { .. }) => ExitStatus::IoError,
+            PipelineError::Output(
+                DerivativesError::Write { .. } | DerivativesError::Elsewhere { .. },
+            ) => ExitStatus::IoError,
             PipelineError::Output(_) => ExitStatus::CannotCreate,
             PipelineError::Threads(_) => ExitStatus::IoError,
             PipelineError::Method(e) => e.exit_status(),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bids::{BidsError, Layout};
 use crate::derivatives::{
-    DerivativeName, DerivativesDataset, DerivativesError, Sidecar, source_uri,
+    DerivativeName, DerivativesDataset, DerivativesError, PROVENANCE_KEY, Sidecar, source_uri,
 };
 use crate::preprocess::mask::MaskSource;
 use crate::preprocess::morphology::dilate;
@@ -164,7 +164,7 @@ pub(super) fn recorded_fingerprint(
     name: &DerivativeName,
 ) -> Option<String> {
     out.read_sidecar(name)?
-        .get("hcld")?
+        .get(PROVENANCE_KEY)?
         .get("Fingerprint")?
         .as_str()
         .map(str::to_string)
@@ -316,7 +316,7 @@ fn write_outputs(
             std::slice::from_ref(&raw),
             "Brain",
         )
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     // Template space.
     let resolution = format!(
@@ -338,7 +338,7 @@ fn write_outputs(
             "Brain",
         )
         .insert("Resolution", json!(resolution))
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     let bias = if report.bias_correction.is_some() {
         "bias-field corrected (N4-class), "
@@ -356,7 +356,7 @@ fn write_outputs(
             true,
         )
         .insert("Resolution", json!(resolution))
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     write_figures(job, out, names, result)?;
     // Native T1w last: its sidecar marks the job complete.
@@ -370,7 +370,7 @@ fn write_outputs(
             &[raw],
             skull_stripped_input,
         )
-        .insert("hcld", provenance.clone()),
+        .insert(PROVENANCE_KEY, provenance.clone()),
     )?;
     Ok(())
 }

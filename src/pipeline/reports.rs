@@ -64,7 +64,10 @@ pub fn subject(
             title: job.source.rel_path().to_string(),
             ..Section::default()
         };
-        let report = sidecar_field(&preproc, &["hcld", "Preprocessing"]);
+        let report = sidecar_field(
+            &preproc,
+            &[crate::derivatives::PROVENANCE_KEY, "Preprocessing"],
+        );
         if let Some(r) = report {
             let num = |k: &str, digits: usize| {
                 r.get(k)
@@ -121,7 +124,7 @@ pub fn subject(
             &names.mask_figure,
             "Brain mask (green) over the native preprocessed T1w",
         ));
-        for method in Method::ALL {
+        for &method in Method::ALL {
             if method.is_identity() {
                 continue;
             }

@@ -1,5 +1,6 @@
-//! The exit-code table and the one error type that carries a status: every run-stopping error
-//! maps to an [`ExitStatus`] here or in `PipelineError::exit_status`, nowhere else.
+//! The exit-code table and the settings' error, which carries its status. Every other typed
+//! error maps to an [`ExitStatus`] in its own `exit_status` (`PipelineError`, `MethodError`,
+//! `JobError`); no other code chooses a status.
 
 /// Exit codes of the BIDS execution specification (and sysexits for the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! order (x fastest); [`grid_tensor`] turns them into `[b, 1, z, y, x]` tensors (the networks
 //! are symmetric in the axes, so the order only has to be consistent).
 //!
-//! Files: [`data`](self) (the training-set interface, batches, seeded order and noise),
+//! Files: `data` (the training-set interface, batches, seeded order and noise),
 //! `checkpoint` (checkpoints and loss curves), `stage` (what both stages share), `autoencoder`
 //! and `diffusion` (the two stages), and here [`fit`] (both stages into an artefact's bytes).
 
@@ -146,7 +146,7 @@ pub enum FitError {
     /// A training stage.
     #[error(transparent)]
     Training(#[from] TrainingError),
-    /// Writing the artefact.
+    /// Serialising the artefact.
     #[error(transparent)]
     Artefact(#[from] crate::model::artefact::ArtefactError),
 }

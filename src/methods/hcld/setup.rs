@@ -20,7 +20,7 @@ use crate::preprocess::template::SPACE;
 use crate::settings::run::{DdimOverrides, Resources, TargetSpec};
 use crate::volume::read_nifti;
 
-use super::{HcldHarmoniser, folder_name};
+use super::harmoniser::HcldHarmoniser;
 use crate::methods::provenance::{DdimRecord, HcldParameters, ModelRecord, TargetRecord};
 use crate::methods::{MethodError, RunContext};
 
@@ -300,4 +300,11 @@ pub(super) fn brain_quantiles(values: &[f32], mask: &[bool]) -> Vec<f32> {
             q[lo] * (1.0 - w) + q[hi] * w
         })
         .collect()
+}
+
+/// The folder name of a model directory.
+pub(super) fn folder_name(dir: &std::path::Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
