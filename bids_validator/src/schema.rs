@@ -217,59 +217,8 @@ impl Schema {
             );
         }
         let entity_order = strings(&rules["entities"]);
-        let mut file_rules = Vec::new();
-        let mut found = Vec::new();
-        for marker in ["path", "stem", "suffixes"] {
-            collect(&rules["files"], String::new(), marker, &mut found);
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found.dedup_by(|a, b| a.0 == b.0);
-        for (name, r) in found {
-            let entities = r["entities"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(e, lvl)| {
-                    let level = lvl
-                        .as_str()
-                        .or_else(|| lvl["level"].as_str())
-                        .unwrap_or("optional");
-                    (e.clone(), level == "required")
-                })
-                .collect();
-            file_rules.push(FileRule {
-                path: r["path"].as_str().map(str::to_string),
-                stem: r["stem"].as_str().map(str::to_string),
-                suffixes: strings(&r["suffixes"]),
-                extensions: strings(&r["extensions"]),
-                datatypes: strings(&r["datatypes"]),
-                entities,
-                selectors: exprs(&r["selectors"], &name),
-                name,
-            });
-        }
-        let mut checks_found = Vec::new();
-        collect(&rules["checks"], String::new(), "checks", &mut checks_found);
-        let checks = checks_found
-            .into_iter()
-            .map(|(name, r)| CheckRule {
-                code: r["issue"]["code"]
-                    .as_str()
-                    .unwrap_or("CHECK_ERROR")
-                    .to_string(),
-                level: r["issue"]["level"].as_str().unwrap_or("error").to_string(),
-                message: r["issue"]["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
-                unbuildable: unbuildable(&exprs(&r["selectors"], &name))
-                    || unbuildable(&exprs(&r["checks"], &name)),
-                selectors: exprs(&r["selectors"], &name),
-                checks: exprs(&r["checks"], &name),
-                name,
-            })
-            .collect();
+        let file_rules = file_rules(rules);
+        let checks = check_rules(rules);
         let mut modality_of = HashMap::new();
         for (m, v) in rules["modalities"].as_object().into_iter().flatten() {
             for d in strings(&v["datatypes"]) {
@@ -283,23 +232,7 @@ impl Schema {
             .filter(|(_, d)| d["opaque"].as_bool() == Some(true))
             .filter_map(|(_, d)| d["name"].as_str().map(str::to_string))
             .collect();
-        let names = |r: &FileRule| {
-            r.suffixes
-                .iter()
-                .cloned()
-                .chain(r.stem.iter().cloned())
-                .collect::<Vec<_>>()
-        };
-        let with_data: std::collections::HashSet<String> = file_rules
-            .iter()
-            .filter(|r| r.extensions.iter().any(|e| e != ".json"))
-            .flat_map(names)
-            .collect();
-        let json_only_suffixes = file_rules
-            .iter()
-            .flat_map(names)
-            .filter(|n| !with_data.contains(n))
-            .collect();
+        let json_only_suffixes = json_only_suffixes(&file_rules);
         Schema {
             json_only_suffixes,
             entity_by_key,
@@ -353,6 +286,91 @@ impl Schema {
     pub fn metadata_definition(&self, key: &str) -> Option<&Value> {
         self.value["objects"]["metadata"].get(key)
     }
+}
+
+/// The file-name rules (`rules.files`), one per rule that names a path, stem or suffixes.
+fn file_rules(rules: &Value) -> Vec<FileRule> {
+    let mut file_rules = Vec::new();
+    let mut found = Vec::new();
+    for marker in ["path", "stem", "suffixes"] {
+        collect(&rules["files"], String::new(), marker, &mut found);
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.dedup_by(|a, b| a.0 == b.0);
+    for (name, r) in found {
+        let entities = r["entities"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(e, lvl)| {
+                let level = lvl
+                    .as_str()
+                    .or_else(|| lvl["level"].as_str())
+                    .unwrap_or("optional");
+                (e.clone(), level == "required")
+            })
+            .collect();
+        file_rules.push(FileRule {
+            path: r["path"].as_str().map(str::to_string),
+            stem: r["stem"].as_str().map(str::to_string),
+            suffixes: strings(&r["suffixes"]),
+            extensions: strings(&r["extensions"]),
+            datatypes: strings(&r["datatypes"]),
+            entities,
+            selectors: exprs(&r["selectors"], &name),
+            name,
+        });
+    }
+    file_rules
+}
+
+/// The dataset checks (`rules.checks`); those reading context this validator does not build
+/// are marked unbuildable.
+fn check_rules(rules: &Value) -> Vec<CheckRule> {
+    let mut checks_found = Vec::new();
+    collect(&rules["checks"], String::new(), "checks", &mut checks_found);
+    checks_found
+        .into_iter()
+        .map(|(name, r)| CheckRule {
+            code: r["issue"]["code"]
+                .as_str()
+                .unwrap_or("CHECK_ERROR")
+                .to_string(),
+            level: r["issue"]["level"].as_str().unwrap_or("error").to_string(),
+            message: r["issue"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            unbuildable: unbuildable(&exprs(&r["selectors"], &name))
+                || unbuildable(&exprs(&r["checks"], &name)),
+            selectors: exprs(&r["selectors"], &name),
+            checks: exprs(&r["checks"], &name),
+            name,
+        })
+        .collect()
+}
+
+/// Suffixes and stems that only ever name `.json` files (`*_coordsystem.json`): JSON data, not
+/// sidecars.
+fn json_only_suffixes(file_rules: &[FileRule]) -> std::collections::HashSet<String> {
+    let names = |r: &FileRule| {
+        r.suffixes
+            .iter()
+            .cloned()
+            .chain(r.stem.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    let with_data: std::collections::HashSet<String> = file_rules
+        .iter()
+        .filter(|r| r.extensions.iter().any(|e| e != ".json"))
+        .flat_map(names)
+        .collect();
+    file_rules
+        .iter()
+        .flat_map(names)
+        .filter(|n| !with_data.contains(n))
+        .collect()
 }
 
 #[cfg(test)]
