@@ -52,7 +52,7 @@ pub struct Args {
     /// Existing derivatives (sMRIPrep/fMRIPrep) to reuse; BIDS_DIR/derivatives/* are also searched.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub derivatives: Vec<PathBuf>,
-    /// Work directory for intermediate files (default: $TMPDIR/hcld-work); created and checked at start.
+    /// Work directory for intermediate files (default: $TMPDIR/hcld-work-<uid>, private to the user); created and checked at start.
     #[arg(short = 'w', long = "work-dir", alias = "work_dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Skip validation of BIDS_DIR (a missing dataset_description.json or broken participants.tsv

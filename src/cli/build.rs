@@ -102,11 +102,11 @@ fn paths(args: &Args) -> Result<Paths> {
         }
         derivatives.push(resolve(d));
     }
-    let work_dir = args
-        .work_dir
-        .as_deref()
-        .map(resolve)
-        .unwrap_or_else(|| std::env::temp_dir().join("hcld-work"));
+    let work_dir =
+        args.work_dir.as_deref().map(resolve).unwrap_or_else(|| {
+            std::env::temp_dir().join(crate::derivatives::default_work_dir_name())
+        });
+    let work_dir_is_default = args.work_dir.is_none();
     if work_dir.starts_with(&bids_dir) {
         return Err(SettingsError::usage(format!(
             "{}: the work directory lies inside BIDS_DIR; hcld never writes into the input dataset, give -w a folder outside it",
@@ -146,6 +146,7 @@ fn paths(args: &Args) -> Result<Paths> {
         output_dir,
         derivatives,
         work_dir,
+        work_dir_is_default,
         validator_config,
     })
 }

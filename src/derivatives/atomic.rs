@@ -41,6 +41,43 @@ pub fn write_atomic_with(
     })
 }
 
+/// Writes `bytes` to `dest` atomically, refusing when `dest`'s folder resolves outside `root`
+/// (for the work directory: a `train -> /data/bids` link planted there must not lead a
+/// checkpoint into BIDS_DIR). `root` is created if needed.
+pub fn write_within(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
+    let elsewhere = |reason: String| DerivativesError::Elsewhere {
+        path: dest.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(root)
+        .map_err(|e| elsewhere(format!("cannot create {}: {e}", root.display())))?;
+    let resolved_root = std::fs::canonicalize(root)
+        .map_err(|e| elsewhere(format!("cannot resolve {}: {e}", root.display())))?;
+    write_contained(&resolved_root, dest, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+    })
+    .map_err(|e| match e {
+        DerivativesError::OutsideOutputDir {
+            path,
+            resolved,
+            root,
+        } => DerivativesError::OutsideFolder {
+            path,
+            resolved,
+            root,
+        },
+        DerivativesError::CannotCreate { source, .. } => elsewhere(source.to_string()),
+        DerivativesError::Write { reason, .. } => elsewhere(reason),
+        other => other,
+    })
+}
+
+/// Removes every temporary file a killed writer left in `dir` (its final names all). Only for
+/// folders whose writers hold a lock the caller holds too.
+pub fn remove_temporaries(dir: &Path) {
+    remove_temporaries_in(dir, "");
+}
+
 /// Removes `dir`'s temporary files (`.hcldtmp-<random>-<final name>`) whose final name starts with
 /// `prefix`.
 pub(super) fn remove_temporaries_in(dir: &Path, prefix: &str) {
@@ -72,8 +109,18 @@ pub(super) fn write_contained(
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), DerivativesError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    // Only folders under OUTPUT_DIR are created: the check walks up to the first existing
-    // ancestor, so a symlinked folder is caught before anything is created through it.
+    create_dir_contained(resolved_root, dir, dest)?;
+    through_temporary(dir, dest, write)
+}
+
+/// Creates `dir` (a folder `for_path` goes into) once its first existing ancestor resolves to a
+/// path under `resolved_root`: only folders under the root are created, and a symlinked folder is
+/// caught before anything is created through it.
+pub(super) fn create_dir_contained(
+    resolved_root: &Path,
+    dir: &Path,
+    for_path: &Path,
+) -> Result<(), DerivativesError> {
     let mut existing = dir;
     while !existing.exists() {
         match existing.parent() {
@@ -84,7 +131,7 @@ pub(super) fn write_contained(
     let resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
     if !resolved.starts_with(resolved_root) {
         return Err(DerivativesError::OutsideOutputDir {
-            path: dest.to_path_buf(),
+            path: for_path.to_path_buf(),
             resolved,
             root: resolved_root.to_path_buf(),
         });
@@ -92,8 +139,7 @@ pub(super) fn write_contained(
     std::fs::create_dir_all(dir).map_err(|e| DerivativesError::CannotCreate {
         path: dir.to_path_buf(),
         source: e,
-    })?;
-    through_temporary(dir, dest, write)
+    })
 }
 
 /// The write itself: a temporary in `dir` (which exists), filled, synced, renamed to `dest`.

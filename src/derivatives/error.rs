@@ -67,6 +67,29 @@ pub enum DerivativesError {
         /// OUTPUT_DIR, resolved.
         root: PathBuf,
     },
+    /// A write would land outside the folder it belongs in (the work directory: a symlink inside
+    /// it points elsewhere).
+    #[error(
+        "{path}: resolves to {resolved}, outside {root}; hcld writes only inside OUTPUT_DIR and its work directory: remove the symbolic link (or give another work directory with -w)"
+    )]
+    OutsideFolder {
+        /// The path as hcld built it.
+        path: PathBuf,
+        /// Where its folder really is.
+        resolved: PathBuf,
+        /// The folder it belongs in, resolved.
+        root: PathBuf,
+    },
+    /// The default work directory under `$TMPDIR` is not this user's private folder (exit 73).
+    #[error(
+        "{path}: the default work directory is unsafe to use: {reason}; give a folder of your own with -w (e.g. -w $HOME/hcld-work), or remove this one if it is yours"
+    )]
+    UnsafeWorkDir {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Encoding an image failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),

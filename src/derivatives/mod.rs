@@ -12,14 +12,18 @@ mod error;
 mod models;
 mod names;
 mod sidecar;
+mod work_dir;
 
-pub use atomic::{write_atomic, write_atomic_with};
+pub use atomic::{remove_temporaries, write_atomic, write_atomic_with, write_within};
 pub use error::DerivativesError;
 pub use models::ModelStore;
 pub use names::DerivativeName;
 pub use sidecar::{PROVENANCE_KEY, Sidecar, source_uri};
+pub use work_dir::{default_work_dir_name, prepare_work_dir};
 
-use atomic::{TMP_PREFIX, remove_temporaries_in, temp_builder, write_contained};
+use atomic::{
+    TMP_PREFIX, create_dir_contained, remove_temporaries_in, temp_builder, write_contained,
+};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -165,10 +169,7 @@ impl DerivativesDataset {
         ds.write_text_if_changed(&root.join(".bidsignore"), BIDSIGNORE)?;
         ds.write_text_if_changed(&root.join("README.md"), README)?;
         let logs = ds.logs_dir();
-        std::fs::create_dir_all(&logs).map_err(|e| DerivativesError::CannotCreate {
-            path: logs,
-            source: e,
-        })?;
+        create_dir_contained(&ds.resolved_root, &logs, &logs)?;
         Ok(ds)
     }
 
@@ -229,6 +230,8 @@ impl DerivativesDataset {
             .collect();
         let prefix = format!("hcld_{level}_{stamp}_");
         let logs = self.logs_dir();
+        // Created with O_EXCL under a fresh name, so only the folder can lead elsewhere.
+        create_dir_contained(&self.resolved_root, &logs, &logs)?;
         let mut b = temp_builder();
         b.prefix(&prefix).suffix(".log").rand_bytes(6);
         let file = b
@@ -309,11 +312,18 @@ impl DerivativesDataset {
     /// Takes the lock named `key` (a file in `OUTPUT_DIR/.hcld/locks/`), waiting for it.
     fn lock_key(&self, key: &str) -> Result<OutputLock, DerivativesError> {
         let dir = self.root.join(".hcld").join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| DerivativesError::CannotCreate {
-            path: dir.clone(),
-            source: e,
-        })?;
         let path = dir.join(format!("{key}.lock"));
+        create_dir_contained(&self.resolved_root, &dir, &path)?;
+        // A lock file is opened, not replaced: a symbolic link planted in its place would be
+        // followed (and its target created), so one is refused.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            return Err(DerivativesError::OutsideOutputDir {
+                path,
+                resolved,
+                root: self.resolved_root.clone(),
+            });
+        }
         let file = File::options()
             .create(true)
             .truncate(false)

@@ -93,12 +93,23 @@ impl<'a> ModelStore<'a> {
     }
 
     /// Writes the files of one folder in order (the last marks the folder complete), each
-    /// atomically.
+    /// atomically, after removing the temporaries of these files a killed run left. Callers hold
+    /// the lock under which these files are written, so no live writer owns such a temporary.
     pub fn write_files(&self, dir: &Path, files: &[(&str, &[u8])]) -> Result<(), DerivativesError> {
+        for (name, _) in files {
+            self.remove_temporaries(dir, name);
+        }
         for (name, bytes) in files {
             self.out.write_bytes(&dir.join(name), bytes)?;
         }
         Ok(())
+    }
+
+    /// Removes the temporaries a killed run left in `dir` for files whose names start with
+    /// `prefix` (`""`: all). Callers hold the lock under which those files are written, so no live
+    /// writer owns one.
+    pub fn remove_temporaries(&self, dir: &Path, prefix: &str) {
+        super::atomic::remove_temporaries_in(dir, prefix);
     }
 
     /// `path` as sidecars record it: relative to OUTPUT_DIR when inside it (so outputs do not

@@ -99,6 +99,15 @@ impl MethodSpec for Nyul {
             "hcldVersion": crate::VERSION,
         }))
         .unwrap_or_default();
+        // Group runs at once fit the same landmarks; the lock lets one remove what a killed run
+        // left half-written.
+        let _lock = ctx.run.out.lock_named("nyul-landmarks")?;
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            ctx.run
+                .out
+                .models()
+                .remove_temporaries(dir, &name.to_string_lossy());
+        }
         ctx.run.out.write_text_if_changed(&path, &(text + "\n"))?;
         tracing::info!(
             "Nyúl standard scale over {} images: {:?} → {}",

@@ -167,12 +167,10 @@ pub fn prepare_output(
         name,
     };
     let out = DerivativesDataset::open(&settings.paths.output_dir, &source)?;
-    std::fs::create_dir_all(&settings.paths.work_dir).map_err(|e| {
-        DerivativesError::CannotCreate {
-            path: settings.paths.work_dir.clone(),
-            source: e,
-        }
-    })?;
+    crate::derivatives::prepare_work_dir(
+        &settings.paths.work_dir,
+        settings.paths.work_dir_is_default,
+    )?;
     let (log_path, log_file) = out.create_log(settings.level.name())?;
     Ok((out, log_path, log_file))
 }

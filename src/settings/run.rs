@@ -64,6 +64,9 @@ pub struct Paths {
     pub derivatives: Vec<PathBuf>,
     /// Work directory.
     pub work_dir: PathBuf,
+    /// True when `work_dir` is the default under `$TMPDIR`, which other users of the machine can
+    /// reach too: it is then created private and refused when it is not this user's.
+    pub work_dir_is_default: bool,
     /// Validator issue configuration, if any.
     pub validator_config: Option<PathBuf>,
 }

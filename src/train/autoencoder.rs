@@ -44,12 +44,7 @@ pub fn train_autoencoder(
     let shape = config.grid.shape;
     let voxels = shape.iter().product::<usize>();
     let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
-    let ckpt = Checkpoint::new(
-        &options.checkpoint_dir,
-        "autoencoder",
-        config,
-        &set_digest(set),
-    );
+    let ckpt = Checkpoint::new(options, "autoencoder", config, &set_digest(set));
 
     let model = ComputeDevice::init_seeded(&ad, config.seed, |d| config.autoencoder.init(d));
     let optim = AdamConfig::new().init();
@@ -65,9 +60,9 @@ pub fn train_autoencoder(
         })
     });
     let disc_optim = AdamConfig::new().init();
-    let curve_dir = ckpt.dir.clone();
+    let (curve_dir, within) = (ckpt.dir.clone(), ckpt.within.clone());
     let mut run = StageRun::start("autoencoder", ckpt, model, optim, disc, disc_optim)?;
-    let mut curve = Curve::open(&curve_dir, AutoencoderLosses::columns(), run.step);
+    let mut curve = Curve::open(&curve_dir, &within, AutoencoderLosses::columns(), run.step);
     let plan = StepPlan {
         learning_rate: tc.learning_rate,
         discriminator_learning_rate: tc.discriminator_learning_rate,

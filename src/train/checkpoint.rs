@@ -9,14 +9,17 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::derivatives::{remove_temporaries, write_within};
 use crate::model::config::HcldConfig;
-use crate::model::storage::{StorageError, read, sha256_hex, write_atomic};
+use crate::model::storage::{StorageError, read, sha256_hex};
 
 use super::data::*;
 
 /// A stage's checkpoint folder: `state.json` plus one burnpack per module and optimiser.
 pub(crate) struct Checkpoint {
     pub(crate) dir: PathBuf,
+    /// The folder writes must stay inside ([`super::TrainOptions::within`]).
+    pub(crate) within: PathBuf,
     pub(crate) config_digest: String,
 }
 
@@ -29,10 +32,20 @@ pub(crate) struct CheckpointState {
 }
 
 impl Checkpoint {
-    pub(crate) fn new(root: &Path, stage: &str, config: &HcldConfig, extra: &str) -> Self {
+    /// The checkpoint of `stage` under `options.checkpoint_dir`. Temporaries a killed run left
+    /// there are removed (the caller holds the training lock, so no live writer owns one).
+    pub(crate) fn new(
+        options: &super::TrainOptions,
+        stage: &str,
+        config: &HcldConfig,
+        extra: &str,
+    ) -> Self {
         let json = serde_json::to_string(config).expect("config serialises");
+        let dir = options.checkpoint_dir.join(stage);
+        remove_temporaries(&dir);
         Checkpoint {
-            dir: root.join(stage),
+            within: options.within.clone(),
+            dir,
             config_digest: sha256_hex(format!("{json}\n{extra}").as_bytes()),
         }
     }
@@ -102,12 +115,12 @@ impl Checkpoint {
         for (name, record) in modules {
             let p = self.dir.join(format!("{name}.bpk"));
             let bytes = record.into_bytes().map_err(|e| fail(&p, e.to_string()))?;
-            write_atomic(&p, &bytes)?;
+            write_within(&self.within, &p, &bytes)?;
         }
         for (name, optim) in optimizers {
             let p = self.dir.join(format!("{name}.bpk"));
             let bytes = optim.into_bytes().map_err(|e| fail(&p, e.to_string()))?;
-            write_atomic(&p, &bytes)?;
+            write_within(&self.within, &p, &bytes)?;
         }
         let state = CheckpointState {
             step,
@@ -115,7 +128,8 @@ impl Checkpoint {
             config_digest: self.config_digest.clone(),
             hcld_version: crate::VERSION.into(),
         };
-        write_atomic(
+        write_within(
+            &self.within,
             &self.dir.join("state.json"),
             serde_json::to_string_pretty(&state)
                 .expect("serialises")
@@ -129,12 +143,20 @@ impl Checkpoint {
 /// checkpoint are dropped on resume, so the curve never repeats a step.
 pub(crate) struct Curve {
     pub(crate) path: PathBuf,
+    /// The folder writes must stay inside.
+    pub(crate) within: PathBuf,
     pub(crate) columns: Vec<&'static str>,
     pub(crate) rows: Vec<Vec<f64>>,
 }
 
 impl Curve {
-    pub(crate) fn open(dir: &Path, columns: Vec<&'static str>, keep_until: usize) -> Self {
+    /// The curve `dir/loss.csv` (written inside `within`), keeping the rows up to `keep_until`.
+    pub(crate) fn open(
+        dir: &Path,
+        within: &Path,
+        columns: Vec<&'static str>,
+        keep_until: usize,
+    ) -> Self {
         let path = dir.join("loss.csv");
         let mut rows = Vec::new();
         if let Ok(mut r) = csv::Reader::from_path(&path) {
@@ -147,6 +169,7 @@ impl Curve {
         }
         Curve {
             path,
+            within: within.to_path_buf(),
             columns,
             rows,
         }
@@ -191,7 +214,7 @@ impl Curve {
         let bytes = w
             .into_inner()
             .map_err(|e| StorageError::new(&self.path, e.to_string()))?;
-        write_atomic(&self.path, &bytes)?;
+        write_within(&self.within, &self.path, &bytes)?;
         Ok(())
     }
 

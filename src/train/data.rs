@@ -69,9 +69,13 @@ pub enum TrainingError {
     /// Too few images (or sites) for this stage.
     #[error("cannot train: {0}")]
     TooFew(String),
-    /// A checkpoint or curve file.
+    /// A checkpoint or curve file that could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A checkpoint or curve file that could not be written (or would have landed outside the
+    /// work directory).
+    #[error(transparent)]
+    Write(#[from] crate::derivatives::DerivativesError),
     /// A checkpoint exists but cannot be resumed.
     #[error(
         "{path}: {message}; delete the folder to start this stage again, or restore the \

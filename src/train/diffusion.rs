@@ -83,7 +83,7 @@ pub fn train_diffusion(
     let latent_shape = config.latent_shape();
     let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
     let extra = format!("{}\n{latent_scale}", set_digest(set));
-    let ckpt = Checkpoint::new(&options.checkpoint_dir, "diffusion", config, &extra);
+    let ckpt = Checkpoint::new(options, "diffusion", config, &extra);
     let mut by_site: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for i in 0..set.len() {
         by_site.entry(set.site(i).to_string()).or_default().push(i);
@@ -107,9 +107,9 @@ pub fn train_diffusion(
             .load_record(autoencoder.clone().into_record())
             .no_grad()
     });
-    let curve_dir = ckpt.dir.clone();
+    let (curve_dir, within) = (ckpt.dir.clone(), ckpt.within.clone());
     let mut run = StageRun::start("diffusion", ckpt, model, optim, disc, disc_optim)?;
-    let mut curve = Curve::open(&curve_dir, DiffusionLosses::columns(), run.step);
+    let mut curve = Curve::open(&curve_dir, &within, DiffusionLosses::columns(), run.step);
     let plan = StepPlan {
         learning_rate: tc.learning_rate,
         discriminator_learning_rate: tc.discriminator_learning_rate,

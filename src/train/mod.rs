@@ -41,6 +41,9 @@ use crate::model::device::ComputeDevice;
 pub struct TrainOptions {
     /// Folder of this run's checkpoints and loss curves (one sub-folder per stage).
     pub checkpoint_dir: PathBuf,
+    /// The folder every checkpoint write must stay inside once symbolic links are resolved (the
+    /// work directory; by default the checkpoint folder itself).
+    pub within: PathBuf,
     /// Checkpoint every this many optimiser steps (and always at the end).
     pub checkpoint_every: usize,
     /// Stop after this many forward passes (`None`: the configured epochs).
@@ -56,8 +59,10 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// Checkpoints in `dir` every 50 optimiser steps, the configured epochs.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
         TrainOptions {
-            checkpoint_dir: dir.into(),
+            within: dir.clone(),
+            checkpoint_dir: dir,
             checkpoint_every: 50,
             max_steps: None,
             stop: None,

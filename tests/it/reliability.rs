@@ -1,6 +1,7 @@
 //! Unattended-run guarantees (issue 9) beyond single bad inputs: group runs SIGKILLed at seeded
 //! random points resume to exactly the uninterrupted result, two group jobs on one OUTPUT_DIR at
-//! once agree, and a symlink planted in OUTPUT_DIR never leads to a write outside it.
+//! once agree, and a symlink planted in OUTPUT_DIR, or at any folder hcld writes into, never
+//! leads to a write outside it.
 //! (Participant-level kills and parallel participant jobs: `participant.rs`, `harmonization.rs`.)
 
 use std::path::{Path, PathBuf};
@@ -176,6 +177,129 @@ fn a_symlink_planted_in_output_dir_never_leads_outside() {
             .any(|f| f == "sub-02/anat/sub-02_desc-preproc_T1w.nii.gz")
     );
     assert_eq!(tree_state(&bids), before);
+}
+
+/// Every folder hcld writes into, replaced by a link to a folder outside before a group run: the
+/// run stops with the fix (exit 73), nothing lands outside, BIDS_DIR is unchanged. Where the folder
+/// only exists once a model is trained, the run starts from the reference run's outputs.
+#[test]
+fn a_symlink_planted_at_any_folder_hcld_writes_into_never_leads_outside() {
+    let (reference_out, _) = reference();
+    let model_folder = std::fs::read_dir(reference_out.join("models"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("hcld-"))
+        .expect("the reference run trained a model");
+    // (what, start from the reference outputs, the link's path under the case folder)
+    let cases = [
+        ("logs", false, "out/logs".to_string()),
+        ("hcld state", false, "out/.hcld".to_string()),
+        ("locks", false, "out/.hcld/locks".to_string()),
+        ("models", false, "out/models".to_string()),
+        ("training checkpoints", false, "work/train".to_string()),
+        ("a model folder", true, format!("out/models/{model_folder}")),
+        ("site targets", true, "out/models/targets".to_string()),
+    ];
+    let bids_before = tree_state(&example());
+    for (what, from_reference, link) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let (out, work, elsewhere) = (
+            d.path().join("out"),
+            d.path().join("work"),
+            d.path().join("elsewhere"),
+        );
+        if from_reference {
+            copy_tree(reference_out, &out);
+        }
+        let link = d.path().join(&link);
+        if link.exists() {
+            std::fs::remove_dir_all(&link).unwrap();
+        }
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let (code, stderr) = run(group_args(&out, &work));
+        assert_eq!(code, 73, "{what}: {stderr}");
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("hcld: error"))
+            .unwrap_or_else(|| panic!("{what}: {stderr}"));
+        assert!(
+            error.contains(&elsewhere.canonicalize().unwrap().display().to_string())
+                && error.contains("remove the symbolic link"),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{what}: written through the link: {:?}",
+            files_under(&elsewhere)
+        );
+    }
+    assert_eq!(tree_state(&example()), bids_before);
+}
+
+/// Temporaries a killed run left (planted here: the kill tests leave them only by chance) are
+/// removed by the next run that takes the lock they were written under, whether or not it writes
+/// those files again: in a current model's folder, the site targets, the Nyúl landmarks, and the
+/// training checkpoints once training resumes.
+#[test]
+fn temporaries_a_killed_run_left_are_removed_by_the_next_run() {
+    let (reference_out, _) = reference();
+    let d = tempfile::tempdir().unwrap();
+    let (out, work) = (d.path().join("out"), d.path().join("work"));
+    copy_tree(reference_out, &out);
+    let models = out.join("models");
+    let model = std::fs::read_dir(&models)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("hcld-")
+        })
+        .unwrap();
+    let targets = models.join("targets").join(model.file_name().unwrap());
+    let planted = [
+        model.join(".hcldtmp-aaaaaaaaaa-config.json"),
+        targets.join(".hcldtmp-bbbbbbbbbb-site-HH.f32"),
+        models.join(".hcldtmp-cccccccccc-nyul.json"),
+    ];
+    for p in &planted {
+        std::fs::write(p, b"half").unwrap();
+    }
+    let (code, stderr) = run(group_args(&out, &work));
+    assert_eq!(code, 0, "{stderr}");
+    no_temporaries(&out);
+    assert_same_derivatives(reference_out, &out, "after planted temporaries");
+
+    // Checkpoints: trained here once (the copied model was current), then a temporary in each
+    // stage's folder and the model removed, so that training resumes from the complete
+    // checkpoints.
+    std::fs::remove_dir_all(&model).unwrap();
+    let (code, stderr) = run(group_args(&out, &work));
+    assert_eq!(code, 0, "{stderr}");
+    let runs = std::fs::read_dir(work.join("train"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    for stage in ["autoencoder", "diffusion"] {
+        std::fs::write(
+            runs[0].join(stage).join(".hcldtmp-dddddddddd-model.bpk"),
+            b"half",
+        )
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&model).unwrap();
+    let (code, stderr) = run(group_args(&out, &work));
+    assert_eq!(code, 0, "{stderr}");
+    no_temporaries(&work);
+    no_temporaries(&out);
 }
 
 #[test]

@@ -173,6 +173,8 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
             "HCLD model {} is current for these images and this configuration",
             p.display()
         );
+        // Its files are written under the training lock held here.
+        out.models().remove_temporaries(&p, "");
         return Ok((p, None));
     }
     let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
@@ -180,7 +182,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
     check_memory(ctx, &device)?;
     // Checkpoints belong to one OUTPUT_DIR and one backend (flex and LibTorch round differently,
     // so a stage-1 checkpoint of one would give stage 2 other latents on the other), whatever
-    // work directory runs share (the default is $TMPDIR/hcld-work).
+    // work directory runs share (the default is $TMPDIR/hcld-work-<uid>).
     let checkpoint_key = {
         let mut h = Sha256::new();
         h.update(key.as_bytes());
@@ -195,6 +197,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         .join("train")
         .join(format!("hcld-{}", &checkpoint_key[..16]));
     let mut options = TrainOptions::new(&checkpoints);
+    options.within = settings.paths.work_dir.clone();
     options.checkpoint_every = settings.model.checkpoint_every;
     options.stop = Some(Arc::clone(ctx.run.stop));
     let set = DatasetTrainingSet {
@@ -222,6 +225,12 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
                 checkpoints.display()
             );
             return Err(MethodError::Interrupted);
+        }
+        // Checkpoints that cannot be written (a full or read-only work directory, a link out of
+        // it) are the work directory's problem, not the data's.
+        Err(FitError::Training(TrainingError::Write(e))) => return Err(MethodError::Output(e)),
+        Err(FitError::Training(TrainingError::Storage(e))) => {
+            return Err(MethodError::Io(format!("training: {e}")));
         }
         Err(e) => {
             return Err(MethodError::BadData(format!("training failed: {e}")));
@@ -330,6 +339,10 @@ pub(super) fn cache_site_targets(
         .with_latent(&latents[k]);
         let stem = out.models().site_target(&sha, &site_slug(site));
         let _lock = out.lock_named(&format!("target-site-{}", site_slug(site)))?;
+        if let (Some(dir), Some(name)) = (stem.parent(), stem.file_name()) {
+            out.models()
+                .remove_temporaries(dir, &format!("{}.", name.to_string_lossy()));
+        }
         let current = TargetLatent::load(&stem).is_ok_and(|(m, l)| m == meta && l == latents[k]);
         if !current {
             save_target(&ctx.run, &stem, &meta, &latents[k])?;

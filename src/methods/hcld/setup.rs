@@ -230,6 +230,11 @@ fn target_from_image(
     let key = format!("{:x}", h.finalize());
     let stem = ctx.out.models().image_target(&model.sha256, &key);
     let _lock = ctx.out.lock_named(&format!("target-{}", &key[..16]))?;
+    if let (Some(dir), Some(name)) = (stem.parent(), stem.file_name()) {
+        ctx.out
+            .models()
+            .remove_temporaries(dir, &format!("{}.", name.to_string_lossy()));
+    }
     if let Ok(found) = TargetLatent::load(&stem) {
         return Ok(found);
     }
@@ -277,9 +282,20 @@ pub(super) fn save_target(
     latent: &[f32],
 ) -> Result<(), MethodError> {
     let (json, bin) = meta.to_bytes(latent);
-    let out = ctx.out;
-    out.write_bytes(&stem.with_extension("f32"), &bin)?;
-    out.write_bytes(&stem.with_extension("json"), &json)?;
+    let name = |ext: &str| {
+        stem.with_extension(ext)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let dir = stem.parent().unwrap_or(Path::new("."));
+    ctx.out.models().write_files(
+        dir,
+        &[
+            (name("f32").as_str(), &bin[..]),
+            (name("json").as_str(), &json[..]),
+        ],
+    )?;
     Ok(())
 }
 
