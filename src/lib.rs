@@ -5,7 +5,7 @@
 //! Dependencies point one way (no two files import each other, a `mod.rs` and its own files
 //! aside):
 //! `cli → pipeline → methods → {train → model, derivatives, preprocess, report, metrics} →
-//! {bids, volume}`, with [`settings`] read by all below `cli`.
+//! {bids, volume} → input`, with [`settings`] read by all below `cli`.
 //!
 //! - [`cli`] turns arguments into [`settings::Settings`] (typed, grouped by concern).
 //! - [`settings`] holds those settings and the exit-code table.
@@ -20,11 +20,13 @@
 //!   the crate's one atomic writer.
 //! - [`preprocess`] holds pure `Volume → Volume` steps (registration, bias correction, masks).
 //! - [`bids`] indexes a BIDS dataset read-only; [`volume`] owns the image type and NIfTI I/O.
+//! - [`input`] opens the files hcld is given: regular files only, with byte limits.
 #![deny(missing_docs)]
 
 pub mod bids;
 pub mod cli;
 pub mod derivatives;
+pub mod input;
 pub mod logging;
 pub mod methods;
 pub mod metrics;

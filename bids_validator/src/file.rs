@@ -33,7 +33,16 @@ pub(crate) fn validate_file(
         return (unknown_folder_issues(entry, &bad_dirs), Vec::new());
     }
     let mut out = Vec::new();
-    if entry.size == 0 && !entry.dangling {
+    if let Some(kind) = entry.special {
+        // The reference sees size 0 here; the message says what the path really is.
+        out.push(issue(
+            "EMPTY_FILE",
+            Severity::Error,
+            Some(loc),
+            format!("This is {kind}, not a regular file: it holds no data."),
+            "Replace it with the real file (a regular file, or a link to one).",
+        ));
+    } else if entry.size == 0 && !entry.dangling {
         out.push(issue(
             "EMPTY_FILE",
             Severity::Error,
@@ -193,7 +202,7 @@ fn read_image_headers(
     out: &mut Vec<Issue>,
 ) {
     let is_nifti = parts.extension == ".nii" || parts.extension == ".nii.gz";
-    if is_nifti && !options.ignore_nifti_headers && !entry.dangling {
+    if is_nifti && !options.ignore_nifti_headers && !entry.dangling && entry.special.is_none() {
         match nifti::nifti_header(abs) {
             Ok(h) => {
                 values.insert("nifti_header".into(), h);

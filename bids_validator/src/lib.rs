@@ -159,7 +159,7 @@ fn validate_inner(
 /// derivative dataset.
 fn read_description(root: &Path) -> (Value, Vec<Issue>) {
     let mut issues = Vec::new();
-    let mut description = match std::fs::read_to_string(root.join("dataset_description.json")) {
+    let mut description = match files::read_text(&root.join("dataset_description.json")) {
         Ok(text) => match serde_json::from_str::<Value>(&text) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) | Err(_) => {

@@ -74,6 +74,9 @@ pub enum BidsError {
         /// What kind of file it is ("JSON sidecar", "TSV table").
         what: &'static str,
     },
+    /// A FIFO, device or folder where a metadata file was expected.
+    #[error(transparent)]
+    NotRegular(crate::input::InputError),
     /// Reading the file system failed.
     #[error("{path}: cannot read: {source}; check that it exists and is readable by this user")]
     Io {

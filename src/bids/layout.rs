@@ -315,6 +315,7 @@ fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>),
         path: root.to_path_buf(),
         source: e,
     })?;
+    let resolved_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut top_dirs = Vec::new();
     let mut files = Vec::new();
     let mut warnings = Vec::new();
@@ -339,6 +340,10 @@ fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>),
         if ignore.matched(&path, is_dir).is_ignore() {
             continue;
         }
+        if is_dir && let Some(w) = link_out_of(&resolved_root, &path) {
+            warnings.push(w);
+            continue;
+        }
         if is_dir {
             top_dirs.push(path);
         } else {
@@ -348,7 +353,7 @@ fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>),
     }
     let results: Vec<(Vec<BidsFile>, Vec<String>)> = top_dirs
         .par_iter()
-        .map(|d| walk_folder(root, d, ignore))
+        .map(|d| walk_folder(root, &resolved_root, d, ignore))
         .collect();
     for (f, w) in results {
         files.extend(f);
@@ -358,9 +363,41 @@ fn walk(root: &Path, ignore: &Gitignore) -> Result<(Vec<BidsFile>, Vec<String>),
     Ok((files, warnings))
 }
 
-fn walk_folder(root: &Path, dir: &Path, ignore: &Gitignore) -> (Vec<BidsFile>, Vec<String>) {
+/// A warning when `dir` is a symbolic link to a folder outside the dataset (`resolved_root`):
+/// such links are not followed, so that `sub-05 -> /` cannot make the index walk the whole file
+/// system. Links inside the dataset, and links to files (DataLad's into `.git/annex`), are kept.
+fn link_out_of(resolved_root: &Path, dir: &Path) -> Option<String> {
+    let is_link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return None;
+    }
+    let target = std::fs::canonicalize(dir).ok()?;
+    (!target.starts_with(resolved_root)).then(|| {
+        format!(
+            "{}: a link to the folder {} outside the dataset, not followed; copy the data into the dataset or link its files",
+            dir.display(),
+            target.display()
+        )
+    })
+}
+
+/// A file name that only a data file has (an image), so a folder by that name is a file put in
+/// the wrong shape: it is listed as a file, to fail when read with a message naming it.
+fn looks_like_a_data_file(name: &str) -> bool {
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
+fn walk_folder(
+    root: &Path,
+    resolved_root: &Path,
+    dir: &Path,
+    ignore: &Gitignore,
+) -> (Vec<BidsFile>, Vec<String>) {
     let mut files = Vec::new();
     let mut warnings = Vec::new();
+    // Filled while filtering (which may not borrow `files` and `warnings` the loop uses).
+    let skipped = std::cell::RefCell::new(Vec::new());
+    let misshapen = std::cell::RefCell::new(Vec::new());
     let rel_of = |p: &Path| -> Option<String> {
         let r = p.strip_prefix(root).ok()?.to_str()?;
         Some(if std::path::MAIN_SEPARATOR == '/' {
@@ -375,7 +412,22 @@ fn walk_folder(root: &Path, dir: &Path, ignore: &Gitignore) -> (Vec<BidsFile>, V
         .filter_entry(|e| {
             let hidden =
                 e.depth() > 0 && e.file_name().to_str().is_some_and(|n| n.starts_with('.'));
-            !hidden && !ignore.matched(e.path(), e.file_type().is_dir()).is_ignore()
+            if hidden || ignore.matched(e.path(), e.file_type().is_dir()).is_ignore() {
+                return false;
+            }
+            if e.depth() > 0 && e.file_type().is_dir() {
+                if e.path_is_symlink()
+                    && let Some(w) = link_out_of(resolved_root, e.path())
+                {
+                    skipped.borrow_mut().push(w);
+                    return false;
+                }
+                if e.file_name().to_str().is_some_and(looks_like_a_data_file) {
+                    misshapen.borrow_mut().push(e.path().to_path_buf());
+                    return false;
+                }
+            }
+            true
         });
     for entry in walker {
         match entry {
@@ -410,6 +462,12 @@ fn walk_folder(root: &Path, dir: &Path, ignore: &Gitignore) -> (Vec<BidsFile>, V
                     warnings.push(format!("{}: cannot read ({err}), skipped", path.display()));
                 }
             }
+        }
+    }
+    warnings.extend(skipped.into_inner());
+    for p in misshapen.into_inner() {
+        if let Some(rel) = rel_of(&p) {
+            files.push(BidsFile::from_rel(rel, false));
         }
     }
     (files, warnings)

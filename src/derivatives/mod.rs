@@ -124,9 +124,9 @@ impl DerivativesDataset {
             "SourceDatasets": [{"URL": url}],
             "DatasetLinks": {"raw": url},
         });
-        match std::fs::read(&desc_path) {
+        match crate::input::read_regular(&desc_path, crate::input::TEXT_LIMIT) {
             Ok(bytes) => ds.check_existing_description(&desc_path, &bytes, &url)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
                 let text = pretty(&description);
                 let mut tmp = temp_builder().tempfile_in(root).map_err(|e| {
                     DerivativesError::CannotCreate {
@@ -145,10 +145,11 @@ impl DerivativesDataset {
                     // Another job created it first: fine if it is ours.
                     Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
                         let bytes =
-                            std::fs::read(&desc_path).map_err(|e| DerivativesError::Write {
-                                path: desc_path.clone(),
-                                reason: e.to_string(),
-                            })?;
+                            crate::input::read_regular(&desc_path, crate::input::TEXT_LIMIT)
+                                .map_err(|e| DerivativesError::Write {
+                                    path: desc_path.clone(),
+                                    reason: crate::input::reason(&e),
+                                })?;
                         ds.check_existing_description(&desc_path, &bytes, &url)?;
                     }
                     Err(e) => {
@@ -162,7 +163,7 @@ impl DerivativesDataset {
             Err(e) => {
                 return Err(DerivativesError::Write {
                     path: desc_path,
-                    reason: e.to_string(),
+                    reason: crate::input::reason(&e),
                 });
             }
         }
@@ -343,7 +344,11 @@ impl DerivativesDataset {
     /// Reads the sidecar of a named output, if it exists and parses.
     pub fn read_sidecar(&self, name: &DerivativeName) -> Option<Map<String, Value>> {
         let p = self.path(&name.with_extension(".json")).ok()?;
-        match serde_json::from_slice(&std::fs::read(p).ok()?).ok()? {
+        match serde_json::from_slice(
+            &crate::input::read_regular(&p, crate::input::TEXT_LIMIT).ok()?,
+        )
+        .ok()?
+        {
             Value::Object(m) => Some(m),
             _ => None,
         }
@@ -378,7 +383,9 @@ impl DerivativesDataset {
     /// Writes a text file atomically unless it already has exactly this content (re-runs keep
     /// mtimes, and N jobs writing the same content never clash).
     pub fn write_text_if_changed(&self, path: &Path, text: &str) -> Result<(), DerivativesError> {
-        if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
+        if crate::input::read_regular(path, crate::input::TEXT_LIMIT.max(text.len() as u64))
+            .is_ok_and(|b| b == text.as_bytes())
+        {
             return Ok(());
         }
         write_contained(&self.resolved_root, path, |tmp| {

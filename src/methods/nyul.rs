@@ -36,7 +36,8 @@ fn landmarks_path(ctx: &RunContext) -> PathBuf {
 }
 
 fn read_nyul(path: &Path) -> Result<NyulFile, MethodError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::input::read_regular(path, crate::input::TEXT_LIMIT).map_err(|e| {
+        let e = crate::input::reason(&e);
         MethodError::Missing(format!(
                 "{}: cannot read Nyúl landmarks ({e}); fit them with the group level and --method nyul, or pass --nyul-landmarks FILE",
                 path.display()

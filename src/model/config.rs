@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid(String),
     /// `--config` named neither a preset nor a readable file.
     #[error(
-        "model configuration {0:?} is neither a preset ({presets}) nor a readable JSON file: {1}",
+        "model configuration {0:?} is neither a preset ({presets}) nor a readable JSON file: {1}; give a preset name or the path of a JSON configuration",
         presets = PRESETS.join(", ")
     )]
     Unreadable(String, String),
@@ -276,8 +276,11 @@ impl HcldConfig {
         let config = match HcldConfig::preset(spec) {
             Some(c) => c,
             None => {
-                let text = std::fs::read_to_string(Path::new(spec))
-                    .map_err(|e| ConfigError::Unreadable(spec.into(), e.to_string()))?;
+                let text =
+                    crate::input::read_regular_text(Path::new(spec), crate::input::TEXT_LIMIT)
+                        .map_err(|e| {
+                            ConfigError::Unreadable(spec.into(), crate::input::reason(&e))
+                        })?;
                 serde_json::from_str(&text)
                     .map_err(|e| ConfigError::Unreadable(spec.into(), e.to_string()))?
             }

@@ -37,7 +37,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 
 /// Reads a whole file.
 pub fn read(path: &Path) -> Result<Vec<u8>, StorageError> {
-    std::fs::read(path).map_err(|e| StorageError::new(path, e.to_string()))
+    crate::input::read_regular(path, crate::input::MODEL_FILE_LIMIT)
+        .map_err(|e| StorageError::new(path, crate::input::reason(&e)))
 }
 
 /// Lower-case hex SHA-256 of `bytes`.

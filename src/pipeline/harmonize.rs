@@ -327,10 +327,13 @@ fn read_inputs(
     let native = read(&names.native_t1w)?;
     let native_mask = bools(&read(&names.native_mask)?);
     let xfm = out.path(&names.t1w_to_template)?;
-    let text = std::fs::read_to_string(&xfm).map_err(|e| {
+    let text = crate::input::read_regular_text(&xfm, crate::input::TEXT_LIMIT).map_err(|e| {
         JobError::Harmonize(
             xfm.clone(),
-            format!("cannot read: {e}; run again with --force"),
+            format!(
+                "cannot read: {}; run again with --force",
+                crate::input::reason(&e)
+            ),
         )
     })?;
     let template_to_t1w = WorldAffine::from_itk_text(&text)

@@ -114,18 +114,7 @@ fn fingerprint(
     settings: &Settings,
     metadata: &serde_json::Map<String, Value>,
 ) -> Result<(String, Value), JobError> {
-    let mut file = std::fs::File::open(&job.path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound && job.source.is_dangling() {
-            VolumeError::DanglingSymlink {
-                path: job.path.clone(),
-            }
-        } else {
-            VolumeError::Read {
-                path: job.path.clone(),
-                source: e,
-            }
-        }
-    })?;
+    let (mut file, _) = crate::volume::open_input(&job.path)?;
     let mut input = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -146,10 +146,13 @@ pub fn find_reusable(layout: &Layout, job: &Job, t1w: &Volume) -> Result<Reuse, 
             .into_iter()
             .next()
     {
-        let text = std::fs::read_to_string(&path).map_err(|e| ReuseError::Transform {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            crate::input::read_regular_text(&path, crate::input::TEXT_LIMIT).map_err(|e| {
+                ReuseError::Transform {
+                    path: path.clone(),
+                    reason: crate::input::reason(&e),
+                }
+            })?;
         let map = WorldAffine::from_itk_text(&text).map_err(|e| ReuseError::Transform {
             path: path.clone(),
             reason: e.to_string(),

@@ -12,7 +12,7 @@ pub mod orientation;
 
 pub use error::VolumeError;
 pub use nifti_io::{
-    HeaderSummary, OutputDtype, XformCode, read_nifti, read_nifti_bytes, write_nifti,
+    HeaderSummary, OutputDtype, XformCode, open_input, read_nifti, read_nifti_bytes, write_nifti,
 };
 pub use orientation::{axcodes, to_closest_canonical};
 

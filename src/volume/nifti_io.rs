@@ -123,43 +123,46 @@ pub enum OutputDtype {
 /// [`Volume`], applying `scl_slope`/`scl_inter`. The image must be 3D (a trailing singleton 4th
 /// dimension is accepted).
 pub fn read_nifti(path: &Path) -> Result<(Volume, HeaderSummary), VolumeError> {
+    let (file, len) = open_input(path)?;
+    if len == 0 {
+        return Err(VolumeError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    decode(path, BufReader::with_capacity(1 << 16, file), len)
+}
+
+/// Opens an image file for reading: a regular file (a FIFO or device is refused before it is
+/// opened: the one would block, the other never end), with errors that say what the path is.
+pub fn open_input(path: &Path) -> Result<(File, u64), VolumeError> {
+    use crate::input::InputError;
     let p = || path.to_path_buf();
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    crate::input::open_regular(path).map_err(|e| match e {
+        InputError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             let is_link = std::fs::symlink_metadata(path)
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
-            return Err(if is_link {
+            if is_link {
                 VolumeError::DanglingSymlink { path: p() }
             } else {
-                VolumeError::Read {
-                    path: p(),
-                    source: e,
-                }
-            });
+                VolumeError::Read { path: p(), source }
+            }
         }
-        Err(e) => {
-            return Err(VolumeError::Read {
-                path: p(),
-                source: e,
-            });
-        }
-    };
-    if meta.is_dir() {
-        return Err(VolumeError::NotNifti {
+        InputError::Io { source, .. } => VolumeError::Read { path: p(), source },
+        InputError::NotRegular { kind, .. } => VolumeError::NotNifti {
             path: p(),
-            reason: "it is a directory".into(),
-        });
-    }
-    if meta.len() == 0 {
-        return Err(VolumeError::Empty { path: p() });
-    }
-    let file = File::open(path).map_err(|e| VolumeError::Read {
-        path: p(),
-        source: e,
-    })?;
-    decode(path, BufReader::with_capacity(1 << 16, file), meta.len())
+            reason: if kind == "a folder" {
+                "it is a directory".into()
+            } else {
+                format!("it is {kind}, not a regular file")
+            },
+        },
+        // open_regular sets no limit; kept total for the compiler.
+        e @ InputError::TooLarge { .. } => VolumeError::Read {
+            path: p(),
+            source: std::io::Error::other(e.to_string()),
+        },
+    })
 }
 
 /// Reads a NIfTI image held in memory (e.g. embedded in the binary); `label` names it in errors.

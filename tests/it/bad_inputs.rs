@@ -21,10 +21,18 @@ const FIX_WORDS: [&str; 15] = [
     "list it", "choose", "add ", "export", "split",
 ];
 
-/// Whether an error line tells the user what to do.
+/// Whether an error line tells the user what to do: one of [`FIX_WORDS`] as words of the line
+/// ("use" in "because" does not count).
 fn says_what_to_do(line: &str) -> bool {
-    let line = line.to_lowercase();
-    FIX_WORDS.iter().any(|w| line.contains(w))
+    let words: String = line
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let words = format!(" {words} ");
+    FIX_WORDS
+        .iter()
+        .any(|w| words.contains(&format!(" {} ", w.trim())))
 }
 
 /// The example subject whose image the NIfTI cases replace.
@@ -97,6 +105,10 @@ enum Make {
     Remove(&'static str),
     /// Replace a file with a symlink to this target.
     Symlink(&'static str, &'static str),
+    /// Replace a file with a named pipe (FIFO): opening it would block forever.
+    Fifo(&'static str),
+    /// Replace a file with a folder of the same name.
+    Dir(&'static str),
 }
 
 struct Case {
@@ -331,6 +343,33 @@ fn image_cases() -> Vec<Case> {
             needle: "datalad get",
             batch: Some((true, "datalad get")),
         },
+        // Not regular files (issue 20): the validator reports them, and past validation the
+        // subject fails naming what the path is, instead of reading /dev/zero forever or
+        // blocking on the FIFO.
+        Case {
+            name: "devzero",
+            make: vec![Make::Symlink(BAD_T1W, "/dev/zero")],
+            names: BAD_T1W,
+            code: 16,
+            needle: "not a regular file",
+            batch: Some((true, "character device")),
+        },
+        Case {
+            name: "fifo",
+            make: vec![Make::Fifo(BAD_T1W)],
+            names: BAD_T1W,
+            code: 16,
+            needle: "not a regular file",
+            batch: Some((true, "named pipe")),
+        },
+        Case {
+            name: "folder",
+            make: vec![Make::Dir(BAD_T1W)],
+            names: BAD_T1W,
+            code: 16,
+            needle: "not a regular file",
+            batch: Some((true, "directory")),
+        },
     ]
 }
 
@@ -407,6 +446,39 @@ fn dataset_cases() -> Vec<Case> {
             needle: "loop",
             batch: None,
         },
+        // Special files and links out of the dataset (issue 20).
+        Case {
+            name: "sidecarfifo",
+            make: vec![Make::Fifo("sub-02/anat/sub-02_T1w.json")],
+            names: "sub-02/anat/sub-02_T1w.json",
+            code: 16,
+            needle: "not a regular file",
+            batch: None,
+        },
+        Case {
+            name: "descdevzero",
+            make: vec![Make::Symlink("dataset_description.json", "/dev/zero")],
+            names: "dataset_description.json",
+            code: 16,
+            needle: "not a regular file",
+            batch: None,
+        },
+        Case {
+            name: "participantsdevzero",
+            make: vec![Make::Symlink("participants.tsv", "/dev/zero")],
+            names: "participants.tsv",
+            code: 16,
+            needle: "not a regular file",
+            batch: None,
+        },
+        Case {
+            name: "linkout",
+            make: vec![Make::Symlink("sub-05", "/")],
+            names: "sub-05",
+            code: 0,
+            needle: "outside the dataset",
+            batch: None,
+        },
     ]
 }
 
@@ -433,6 +505,21 @@ fn dataset_for(dir: &Path, make: &[Make], prefix: Option<&str>) -> PathBuf {
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                 let _ = std::fs::remove_file(&p);
                 std::os::unix::fs::symlink(target, p).unwrap();
+            }
+            Make::Fifo(r) => {
+                let p = bids.join(rel(r));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let _ = std::fs::remove_file(&p);
+                let made = std::process::Command::new("mkfifo")
+                    .arg(&p)
+                    .status()
+                    .unwrap();
+                assert!(made.success(), "mkfifo {}", p.display());
+            }
+            Make::Dir(r) => {
+                let p = bids.join(rel(r));
+                let _ = std::fs::remove_file(&p);
+                std::fs::create_dir_all(&p).unwrap();
             }
         }
     }
@@ -691,6 +778,12 @@ fn bad_command_lines_and_unwritable_outputs() {
             args![d.path().join("o-config"), "group", "--config", zero_chunk],
             64,
             "attention_query_chunk 0",
+        ),
+        (
+            "config is a device",
+            args![d.path().join("o-dev"), "group", "--config", "/dev/zero"],
+            64,
+            "character device",
         ),
     ];
     let mut problems = Vec::new();

@@ -89,8 +89,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Path → (kind, content hash, mtime) for every entry under `root` (symlinks not followed), so a
-/// test can prove a tree was not modified.
+/// Path → (kind, content hash, mtime) for every entry under `root` (symlinks not followed; a
+/// folder with its mtime, so a file created and removed in it shows; a FIFO or device by its
+/// type, never read), so a test can prove a tree was not modified.
 pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
     let mut m = BTreeMap::new();
     for e in walkdir::WalkDir::new(root) {
@@ -100,7 +101,9 @@ pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
         let what = if md.file_type().is_symlink() {
             format!("link {:?}", std::fs::read_link(e.path()).unwrap())
         } else if md.is_dir() {
-            "dir".to_string()
+            format!("dir {:?}", md.modified().ok())
+        } else if !md.is_file() {
+            format!("special {:?} {:?}", md.file_type(), md.modified().ok())
         } else {
             let bytes = std::fs::read(e.path()).unwrap();
             format!("file {:x} {:?}", Sha256::digest(&bytes), md.modified().ok())

@@ -122,10 +122,11 @@ pub(super) type Latents = Vec<Vec<f32>>;
 fn current_model(ctx: &GroupContext, key: &str) -> Option<PathBuf> {
     let store = ctx.run.out.models();
     store.artefacts().into_iter().find(|p| {
-        let recorded = std::fs::read(store.training_inputs(p))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v.get("TrainingKey")?.as_str().map(str::to_string));
+        let recorded =
+            crate::input::read_regular(&store.training_inputs(p), crate::input::TEXT_LIMIT)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v.get("TrainingKey")?.as_str().map(str::to_string));
         recorded.as_deref() == Some(key)
     })
 }

@@ -213,10 +213,11 @@ fn target_from_image(
     path: &Path,
 ) -> Result<(TargetLatent, Vec<f32>), MethodError> {
     let model = harmonizer.model();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::input::read_regular(path, crate::input::IMAGE_LIMIT).map_err(|e| {
         MethodError::Missing(format!(
-            "{}: cannot read --target-image: {e}",
-            path.display()
+            "{}: cannot read --target-image: {}",
+            path.display(),
+            crate::input::reason(&e)
         ))
     })?;
     let opts = ctx

@@ -108,12 +108,14 @@ fn with_item_registration(
         return Ok(None);
     }
     let xfm_path = out.path(&names.t1w_to_template)?;
-    let text = std::fs::read_to_string(&xfm_path).map_err(|e| {
-        eval_err(format!(
-            "{}: {e}; rerun the participant level",
-            shown(&xfm_path)
-        ))
-    })?;
+    let text =
+        crate::input::read_regular_text(&xfm_path, crate::input::TEXT_LIMIT).map_err(|e| {
+            eval_err(format!(
+                "{}: {}; rerun the participant level",
+                shown(&xfm_path),
+                crate::input::reason(&e)
+            ))
+        })?;
     let template_to_t1w = WorldAffine::from_itk_text(&text)
         .map_err(|e| eval_err(format!("{}: {e}", shown(&xfm_path))))?;
     let given = BrainMask {
