@@ -161,6 +161,69 @@ pub enum PreprocessError {
     /// Internal resampling failure.
     #[error(transparent)]
     Resample(#[from] ResampleError),
+    /// The header describes no head scan (voxel size or field of view), or the values are not
+    /// numbers: refused before any allocation that scales with them.
+    #[error("{0}")]
+    Implausible(String),
+}
+
+/// Voxel sizes hcld accepts (mm): from ultra-high-field research scans to thick clinical slices.
+pub const VOXEL_MM: (f64, f64) = (0.1, 10.0);
+/// Field of view per axis hcld accepts (mm): a head (with neck) fits in 500 mm; less than 40 mm
+/// holds no brain to register.
+pub const FIELD_OF_VIEW_MM: (f64, f64) = (40.0, 500.0);
+
+/// Refuses an image whose geometry is not that of a head scan, or whose values overflow, with
+/// what is wrong. Registration allocates grids that scale with the field of view
+/// over the voxel size, so a header with 1000 mm voxels would otherwise ask for petabytes.
+pub fn check_plausible(t1w: &Volume) -> Result<(), PreprocessError> {
+    let vs = t1w.voxel_sizes();
+    let dims = t1w.dims();
+    let fov: Vec<f64> = (0..3).map(|i| vs[i] * dims[i] as f64).collect();
+    let mm = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(" × ")
+    };
+    let fix = "check the header's voxel size (pixdim, qform/sform) or convert the image again (e.g. dcm2niix)";
+    if vs
+        .iter()
+        .any(|v| !v.is_finite() || *v < VOXEL_MM.0 || *v > VOXEL_MM.1)
+    {
+        return Err(PreprocessError::Implausible(format!(
+            "voxel size {} mm is not that of a head scan (hcld accepts {}–{} mm); {fix}",
+            mm(&vs),
+            VOXEL_MM.0,
+            VOXEL_MM.1
+        )));
+    }
+    if fov
+        .iter()
+        .any(|f| *f < FIELD_OF_VIEW_MM.0 || *f > FIELD_OF_VIEW_MM.1)
+    {
+        return Err(PreprocessError::Implausible(format!(
+            "field of view {} mm ({} voxels) cannot be a head scan (hcld accepts {}–{} mm per axis); {fix}",
+            mm(&fov),
+            dims.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" × "),
+            FIELD_OF_VIEW_MM.0,
+            FIELD_OF_VIEW_MM.1
+        )));
+    }
+    // NaN backgrounds are common, and a few infinite voxels are read as 0 with a warning; a tenth
+    // of the image infinite is values or a scl_slope that overflow 32-bit floats.
+    let data = t1w.data();
+    let infinite = data.iter().filter(|v| v.is_infinite()).count();
+    if infinite * 10 > data.len() {
+        return Err(PreprocessError::Implausible(format!(
+            "{:.1} % of the voxel values are infinite once scaled (they overflow 32-bit floats); check scl_slope/scl_inter and the data type in the header, or convert the image again",
+            100.0 * infinite as f64 / data.len().max(1) as f64
+        )));
+    }
+    Ok(())
 }
 
 /// Preprocesses a canonical (RAS+) T1w. `given_mask` is a brain mask on the T1w grid from
@@ -173,6 +236,7 @@ pub fn preprocess_t1w(
     known: Option<KnownRegistration>,
     options: &T1wOptions,
 ) -> Result<PreprocessedT1w, PreprocessError> {
+    check_plausible(t1w)?;
     let mut warnings = Vec::new();
     // Non-finite voxels would poison every sum below.
     let clean = t1w

@@ -83,6 +83,27 @@ fn edited(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     gzip(&raw)
 }
 
+/// The real scan with voxels of `mm` (pixdim and sform; qform off).
+fn with_voxels(mm: f32) -> Vec<u8> {
+    edited(|h| {
+        for i in 1..=3 {
+            set_f32(h, PIXDIM + 4 * i, mm);
+        }
+        set_i16(h, QFORM_CODE, 0);
+        set_i16(h, SFORM_CODE, 1);
+        for r in 0..3 {
+            for c in 0..4 {
+                let v = match c {
+                    3 => -60.0 * mm,
+                    _ if c == r => mm,
+                    _ => 0.0,
+                };
+                set_f32(h, SROW_X + 16 * r + 4 * c, v);
+            }
+        }
+    })
+}
+
 /// The real scan as float32 with `patch` applied to its voxels.
 fn float32_with(patch: impl Fn(usize, f32) -> f32) -> Vec<u8> {
     let raw = good_nifti();
@@ -343,6 +364,29 @@ fn image_cases() -> Vec<Case> {
             needle: "datalad get",
             batch: Some((true, "datalad get")),
         },
+        // Headers no head scan has (issue 20): refused per subject before the registration
+        // allocates grids that scale with them (1000 mm voxels asked for 648 TB).
+        image_case("voxels1000mm", with_voxels(1000.0), 1, "voxel size"),
+        image_case("voxels20mm", with_voxels(20.0), 1, "voxel size"),
+        image_case("voxels1e20mm", with_voxels(1e20), 1, "voxel size"),
+        image_case(
+            "twovoxels",
+            edited(|h| {
+                for i in 1..=3 {
+                    set_i16(h, DIM + 2 * i, 2);
+                }
+                let offset = f32::from_le_bytes(h[VOX_OFFSET..VOX_OFFSET + 4].try_into().unwrap());
+                h.truncate(offset as usize + 8);
+            }),
+            1,
+            "field of view",
+        ),
+        image_case(
+            "sloverflow",
+            edited(|h| set_f32(h, SCL_SLOPE, 1e38)),
+            1,
+            "infinite",
+        ),
         // Not regular files (issue 20): the validator reports them, and past validation the
         // subject fails naming what the path is, instead of reading /dev/zero forever or
         // blocking on the FIFO.
