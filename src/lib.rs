@@ -20,7 +20,8 @@
 //!   the crate's one atomic writer.
 //! - [`preprocess`] holds pure `Volume → Volume` steps (registration, bias correction, masks).
 //! - [`bids`] indexes a BIDS dataset read-only; [`volume`] owns the image type and NIfTI I/O.
-//! - [`input`] opens the files hcld is given: regular files only, with byte limits.
+//! - [`input`] opens the files hcld is given: regular files only, with byte limits;
+//!   [`os_error`] says what to do about an operating-system error.
 #![deny(missing_docs)]
 
 pub mod bids;
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod methods;
 pub mod metrics;
 pub mod model;
+pub mod os_error;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;

@@ -16,7 +16,7 @@ pub(super) const TMP_PREFIX: &str = ".hcldtmp-";
 /// work directory's checkpoints, a simulated dataset).
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
     write_atomic_with(dest, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+        std::fs::write(tmp, bytes).map_err(|e| crate::os_error::describe_write(&e))
     })
 }
 
@@ -31,11 +31,17 @@ pub fn write_atomic_with(
         path: dest.to_path_buf(),
         reason,
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| elsewhere(format!("cannot create its folder: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        elsewhere(format!(
+            "cannot create its folder: {}",
+            crate::os_error::describe_write(&e)
+        ))
+    })?;
     // The same write as inside OUTPUT_DIR; only the advice in the error differs.
     through_temporary(dir, dest, write).map_err(|e| match e {
-        DerivativesError::CannotCreate { source, .. } => elsewhere(source.to_string()),
+        DerivativesError::CannotCreate { source, .. } => {
+            elsewhere(crate::os_error::describe_write(&source))
+        }
         DerivativesError::Write { reason, .. } => elsewhere(reason),
         other => other,
     })
@@ -49,12 +55,17 @@ pub fn write_within(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), Deriva
         path: dest.to_path_buf(),
         reason,
     };
-    std::fs::create_dir_all(root)
-        .map_err(|e| elsewhere(format!("cannot create {}: {e}", root.display())))?;
+    std::fs::create_dir_all(root).map_err(|e| {
+        elsewhere(format!(
+            "cannot create {}: {}",
+            root.display(),
+            crate::os_error::describe_write(&e)
+        ))
+    })?;
     let resolved_root = std::fs::canonicalize(root)
         .map_err(|e| elsewhere(format!("cannot resolve {}: {e}", root.display())))?;
     write_contained(&resolved_root, dest, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+        std::fs::write(tmp, bytes).map_err(|e| crate::os_error::describe_write(&e))
     })
     .map_err(|e| match e {
         DerivativesError::OutsideOutputDir {
@@ -66,7 +77,9 @@ pub fn write_within(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), Deriva
             resolved,
             root,
         },
-        DerivativesError::CannotCreate { source, .. } => elsewhere(source.to_string()),
+        DerivativesError::CannotCreate { source, .. } => {
+            elsewhere(crate::os_error::describe_write(&source))
+        }
         DerivativesError::Write { reason, .. } => elsewhere(reason),
         other => other,
     })
@@ -171,8 +184,9 @@ fn through_temporary(
     write(&tmp).map_err(werr)?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())
-        .map_err(|e| werr(e.to_string()))?;
-    tmp.persist(dest).map_err(|e| werr(e.error.to_string()))?;
+        .map_err(|e| werr(crate::os_error::describe_write(&e)))?;
+    tmp.persist(dest)
+        .map_err(|e| werr(crate::os_error::describe_write(&e.error)))?;
     Ok(())
 }
 

@@ -9,9 +9,7 @@ use crate::volume::VolumeError;
 #[non_exhaustive]
 pub enum DerivativesError {
     /// A folder or file could not be created (exit 73).
-    #[error(
-        "{path}: cannot create: {source}; check that OUTPUT_DIR is writable and the disk has space"
-    )]
+    #[error("{path}: cannot create: {}", crate::os_error::describe_write(.source))]
     CannotCreate {
         /// The path.
         path: PathBuf,
@@ -20,17 +18,15 @@ pub enum DerivativesError {
     },
     /// A file outside OUTPUT_DIR (the work directory, a simulated dataset) could not be written
     /// (exit 74).
-    #[error(
-        "{path}: cannot write: {reason}; check that the folder is writable and the disk has space"
-    )]
+    #[error("{path}: cannot write: {reason}")]
     Elsewhere {
         /// The path.
         path: PathBuf,
         /// What failed.
         reason: String,
     },
-    /// Writing or renaming failed part-way (exit 74).
-    #[error("{path}: write failed: {reason}; check permissions and free disk space in OUTPUT_DIR")]
+    /// Writing or renaming failed part-way (exit 74); `reason` ends with what to do.
+    #[error("{path}: write failed: {reason}")]
     Write {
         /// The path.
         path: PathBuf,

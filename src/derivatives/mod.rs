@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use crate::bids::Entity;
-use crate::volume::{OutputDtype, Volume, XformCode, write_nifti};
+use crate::volume::{OutputDtype, Volume, VolumeError, XformCode, write_nifti};
 
 /// The BIDS version our outputs follow.
 pub const BIDS_VERSION: &str = "1.10.0";
@@ -137,7 +137,7 @@ impl DerivativesDataset {
                 std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| {
                     DerivativesError::Write {
                         path: desc_path.clone(),
-                        reason: e.to_string(),
+                        reason: crate::os_error::describe_write(&e),
                     }
                 })?;
                 match tmp.persist_noclobber(&desc_path) {
@@ -148,14 +148,17 @@ impl DerivativesDataset {
                             crate::input::read_regular(&desc_path, crate::input::TEXT_LIMIT)
                                 .map_err(|e| DerivativesError::Write {
                                     path: desc_path.clone(),
-                                    reason: crate::input::reason(&e),
+                                    reason: format!(
+                                        "{}; it must be a readable regular file",
+                                        crate::input::reason(&e)
+                                    ),
                                 })?;
                         ds.check_existing_description(&desc_path, &bytes, &url)?;
                     }
                     Err(e) => {
                         return Err(DerivativesError::Write {
                             path: desc_path,
-                            reason: e.error.to_string(),
+                            reason: crate::os_error::describe_write(&e.error),
                         });
                     }
                 }
@@ -163,7 +166,10 @@ impl DerivativesDataset {
             Err(e) => {
                 return Err(DerivativesError::Write {
                     path: desc_path,
-                    reason: crate::input::reason(&e),
+                    reason: format!(
+                        "{}; it must be a readable regular file",
+                        crate::input::reason(&e)
+                    ),
                 });
             }
         }
@@ -276,7 +282,7 @@ impl DerivativesDataset {
     /// Writes bytes atomically (figures), creating the folder.
     pub fn write_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), DerivativesError> {
         write_contained(&self.resolved_root, path, |tmp| {
-            std::fs::write(tmp, bytes).map_err(|e| e.to_string())
+            std::fs::write(tmp, bytes).map_err(|e| crate::os_error::describe_write(&e))
         })
     }
 
@@ -336,7 +342,7 @@ impl DerivativesDataset {
             })?;
         file.lock().map_err(|e| DerivativesError::Write {
             path,
-            reason: format!("cannot lock: {e}"),
+            reason: format!("cannot lock: {}", crate::os_error::describe_write(&e)),
         })?;
         Ok(OutputLock { _file: file })
     }
@@ -374,7 +380,11 @@ impl DerivativesDataset {
         let json_path = self.path(&name.with_extension(".json"))?;
         let descrip = format!("hcld {}", crate::VERSION);
         write_contained(&self.resolved_root, &image_path, |tmp| {
-            write_nifti(tmp, volume, dtype, code, &descrip).map_err(|e| e.to_string())
+            // The reason alone: the temporary's name in the message would only confuse.
+            write_nifti(tmp, volume, dtype, code, &descrip).map_err(|e| match e {
+                VolumeError::Write { reason, .. } => reason,
+                other => other.to_string(),
+            })
         })?;
         self.write_text_if_changed(&json_path, &pretty(&Value::Object(sidecar.fields.clone())))?;
         Ok(image_path)
@@ -389,7 +399,7 @@ impl DerivativesDataset {
             return Ok(());
         }
         write_contained(&self.resolved_root, path, |tmp| {
-            std::fs::write(tmp, text).map_err(|e| e.to_string())
+            std::fs::write(tmp, text).map_err(|e| crate::os_error::describe_write(&e))
         })
     }
 

@@ -83,8 +83,8 @@ pub enum VolumeError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// An operating-system or encoder error while writing.
-    #[error("{path}: cannot write: {reason}; check permissions and free disk space")]
+    /// An operating-system or encoder error while writing; `reason` ends with what to do.
+    #[error("{path}: cannot write: {reason}")]
     Write {
         /// The file.
         path: PathBuf,

@@ -401,5 +401,11 @@ pub fn write_nifti(
             options.write_nifti_with_type(&view, NiftiType::Int16)
         }
     };
-    result.map_err(|e| werr(e.to_string()))
+    result.map_err(|e| {
+        werr(match e {
+            // The crate's Io variant has no message of its own (it would print as Debug).
+            nifti::NiftiError::Io(io) => crate::os_error::describe_write(&io),
+            other => format!("{other}; check permissions and free disk space"),
+        })
+    })
 }

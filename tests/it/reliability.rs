@@ -302,6 +302,74 @@ fn temporaries_a_killed_run_left_are_removed_by_the_next_run() {
     no_temporaries(&out);
 }
 
+/// Operating-system errors name their cause and its fix: a label so long the file system refuses
+/// the output name, and (where this process may mount a 2 MB tmpfs: root, as in CI) a full disk.
+#[test]
+fn a_name_too_long_and_a_full_disk_say_so() {
+    let d = tempfile::tempdir().unwrap();
+    let bids = d.path().join("bids");
+    copy_tree(&example(), &bids);
+    let label = "a".repeat(226);
+    let anat = bids.join(format!("sub-{label}")).join("anat");
+    std::fs::create_dir_all(&anat).unwrap();
+    std::fs::copy(
+        bids.join("sub-02/anat/sub-02_T1w.nii.gz"),
+        anat.join(format!("sub-{label}_T1w.nii.gz")),
+    )
+    .unwrap();
+    let (code, stderr) = run(args![
+        bids,
+        d.path().join("out"),
+        "participant",
+        "--participant-label",
+        label,
+        "--skip-bids-validation"
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed: sub-"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("longer than the file system allows") && line.contains("shorter BIDS labels"),
+        "{line}"
+    );
+
+    let full = d.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2M", "tmpfs"])
+        .arg(&full)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "a_name_too_long_and_a_full_disk_say_so: cannot mount a tmpfs here; full-disk case skipped"
+        );
+        return;
+    }
+    let (code, stderr) = run(args![
+        example(),
+        full.join("out"),
+        "participant",
+        "--participant-label",
+        "02"
+    ]);
+    let _ = std::process::Command::new("umount").arg(&full).status();
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed: sub-02"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("No space left on device")
+            && line.contains("the disk is full")
+            && !line.contains("Os {"),
+        "{line}"
+    );
+}
+
 #[test]
 fn mem_bounds_concurrency_and_refuses_a_training_that_cannot_fit() {
     let d = tempfile::tempdir().unwrap();
