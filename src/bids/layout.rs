@@ -79,6 +79,17 @@ impl Layout {
                     reason: "no dataset_description.json: give the root of a BIDS derivatives dataset (the folder holding dataset_description.json and sub-*/)".into(),
                 });
             }
+            // A raw dataset (BIDS_DIR itself, say) holds no masks or transforms to reuse; as the
+            // validator does, a GeneratedBy without DatasetType still marks derivatives.
+            let description = super::DatasetDescription::read(d)?;
+            if description.dataset_type != super::DatasetType::Derivative
+                && description.pipeline.is_none()
+            {
+                return Err(BidsError::Derivatives {
+                    path: d.clone(),
+                    reason: "a raw BIDS dataset (DatasetType is not \"derivative\"), not derivatives: give the root of a derivatives dataset (e.g. .../derivatives/smriprep)".into(),
+                });
+            }
             derivative_roots.push((d.clone(), options.strict));
         }
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());

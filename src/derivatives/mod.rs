@@ -340,10 +340,23 @@ impl DerivativesDataset {
                 path: path.clone(),
                 source: e,
             })?;
-        file.lock().map_err(|e| DerivativesError::Write {
-            path,
+        let cannot_lock = |e: std::io::Error| DerivativesError::Write {
+            path: path.clone(),
             reason: format!("cannot lock: {}", crate::os_error::describe_write(&e)),
-        })?;
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // Said once, so a job waiting on another (or on a stopped one: `kill -CONT` it or
+                // let it end) is not silent.
+                tracing::info!(
+                    "waiting for {}: another hcld job holds it (the same outputs, or a model or target being made); this job goes on when that one finishes",
+                    path.display()
+                );
+                file.lock().map_err(cannot_lock)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(cannot_lock(e)),
+        }
         Ok(OutputLock { _file: file })
     }
 

@@ -71,6 +71,23 @@ pub enum ArtefactError {
         /// Why.
         message: String,
     },
+    /// The folder holds no model (`--model BIDS_DIR`, say).
+    #[error(
+        "{0}: not an hcld model folder (no {CONFIG_FILE}); give --model an hcld-<id> folder from OUTPUT_DIR/models of a group run"
+    )]
+    NotAModel(PathBuf),
+    /// The folder's name promises another model than its files are (files edited or mixed).
+    #[error(
+        "{dir}: the folder is named for model {named}, but its files are model {actual}; they were changed after training or mixed from two models: use the folder as hcld wrote it, or train again"
+    )]
+    Tampered {
+        /// The folder.
+        dir: PathBuf,
+        /// The id its name gives.
+        named: String,
+        /// The first 12 hex digits of the files' SHA-256.
+        actual: String,
+    },
     /// The weights do not fit the configuration (e.g. a tensor of another shape).
     #[error(
         "{path}: the weights do not match {CONFIG_FILE} ({message}); the folder mixes files of different models, re-export or retrain it"
@@ -261,6 +278,9 @@ pub fn load_digest(dir: &Path) -> Result<String, ArtefactError> {
 /// Reads `dir/config.json` only (no weights): what a model is, cheaply.
 pub fn read_manifest(dir: &Path) -> Result<ArtefactManifest, ArtefactError> {
     let path = dir.join(CONFIG_FILE);
+    if !path.exists() {
+        return Err(ArtefactError::NotAModel(dir.to_path_buf()));
+    }
     let bytes = read(&path)?;
     parse_manifest(&path, &bytes)
 }
@@ -321,10 +341,36 @@ fn summarise_record_error(message: &str) -> String {
     }
 }
 
+/// A folder named as hcld names models (`hcld-` and 12 hex digits) must hold that model: its
+/// name is the id sidecars record, so files changed after training (a tampered latent scale) or
+/// mixed from two models would otherwise pass under another model's id. Other names (a model
+/// copied elsewhere under a name of the user's) are not checked.
+fn check_folder_name(dir: &Path, sha256: &str) -> Result<(), ArtefactError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(named) = name.strip_prefix("hcld-") else {
+        return Ok(());
+    };
+    let is_id = named.len() == 12 && named.chars().all(|c| c.is_ascii_hexdigit());
+    if is_id && !sha256.starts_with(&named.to_ascii_lowercase()) {
+        return Err(ArtefactError::Tampered {
+            dir: dir.to_path_buf(),
+            named: named.to_string(),
+            actual: sha256[..12].to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Loads an artefact onto `device`, checking the configuration, every tensor's shape, and
-/// recomputing the SHA-256.
+/// recomputing the SHA-256 (which must match a folder name of hcld's).
 pub fn load_artefact(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, ArtefactError> {
     let config_path = dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        return Err(ArtefactError::NotAModel(dir.to_path_buf()));
+    }
     let config_bytes = read(&config_path)?;
     let manifest = parse_manifest(&config_path, &config_bytes)?;
     let ae_path = dir.join(AUTOENCODER_FILE);
@@ -332,6 +378,7 @@ pub fn load_artefact(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, 
     let ae_bytes = read(&ae_path)?;
     let unet_bytes = read(&unet_path)?;
     let sha256 = digest(&manifest, &ae_bytes, &unet_bytes);
+    check_folder_name(dir, &sha256)?;
     let autoencoder = load_weights(
         manifest.config.autoencoder.init(&device.device),
         &ae_path,

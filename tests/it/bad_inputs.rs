@@ -824,6 +824,12 @@ fn bad_command_lines_and_unwritable_outputs() {
             "attention_query_chunk 0",
         ),
         (
+            "--derivatives BIDS_DIR (a raw dataset)",
+            args![d.path().join("o-raw"), "participant", "--derivatives", bids],
+            16,
+            "a raw BIDS dataset",
+        ),
+        (
             "config is a device",
             args![d.path().join("o-dev"), "group", "--config", "/dev/zero"],
             64,

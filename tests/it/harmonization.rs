@@ -609,6 +609,54 @@ fn clear_errors_for_missing_models_targets_and_too_few_sites() {
         "1.5"
     ]);
     assert_eq!(code, 64);
+    // --model given a folder that holds no model (BIDS_DIR, say): named, with the fix.
+    let (code, stderr) = run(args![
+        example(),
+        d.path().join("m"),
+        "participant",
+        "--method",
+        "hcld",
+        "--model",
+        example()
+    ]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("not an hcld model folder") && stderr.contains("give --model"),
+        "{stderr}"
+    );
+    // A model folder whose files no longer are the model its name says (the latent scale edited
+    // after training): refused, not run under the old id.
+    let out = fresh_copy(&d.path().join("tampered"));
+    let model = std::fs::read_dir(out.join("models"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("hcld-")
+        })
+        .unwrap();
+    let config_path = model.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let scale = config["latent_scale"].as_f64().unwrap();
+    config["latent_scale"] = serde_json::json!(scale * 2.0);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let (code, stderr) = run(args![
+        example(),
+        out,
+        "participant",
+        "--method",
+        "hcld",
+        "--participant-label",
+        "01"
+    ]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("its files are model") && stderr.contains("train again"),
+        "{stderr}"
+    );
 }
 
 #[test]

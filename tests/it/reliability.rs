@@ -370,6 +370,56 @@ fn a_name_too_long_and_a_full_disk_say_so() {
     );
 }
 
+/// A job that waits on a lock another job holds says what it waits for, then goes on once the
+/// lock is free.
+#[test]
+fn a_job_waiting_on_a_lock_says_what_it_waits_for() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let locks = out.join(".hcld").join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // The lock of sub-01's outputs, as a job writing them holds it (taken once logging is up).
+    let held = std::fs::File::create(locks.join("sub-01.lock")).unwrap();
+    held.lock().unwrap();
+    let log = d.path().join("stderr.log");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+        .args(args![
+            example(),
+            &out,
+            "participant",
+            "--participant-label",
+            "01"
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for") || t0.elapsed() > Duration::from_secs(60) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        said.contains("waiting for")
+            && said.contains("sub-01.lock")
+            && said.contains("another hcld job"),
+        "{said}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it did not wait: {said}"
+    );
+    drop(held);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
 #[test]
 fn mem_bounds_concurrency_and_refuses_a_training_that_cannot_fit() {
     let d = tempfile::tempdir().unwrap();
