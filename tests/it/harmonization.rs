@@ -657,6 +657,28 @@ fn clear_errors_for_missing_models_targets_and_too_few_sites() {
         stderr.contains("its files are model") && stderr.contains("train again"),
         "{stderr}"
     );
+    // A brain mask given as the target image: refused, not encoded as a style.
+    let out = fresh_copy(&d.path().join("masktarget"));
+    let mask = files_under(&out)
+        .into_iter()
+        .find(|f| f.starts_with("sub-02/") && f.ends_with("desc-brain_mask.nii.gz"))
+        .expect("the trained fixture has sub-02's brain mask");
+    let (code, stderr) = run(args![
+        example(),
+        &out,
+        "participant",
+        "--method",
+        "hcld",
+        "--participant-label",
+        "01",
+        "--target-image",
+        out.join(&mask)
+    ]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("mask or label map") && stderr.contains("give a T1w image"),
+        "{stderr}"
+    );
 }
 
 #[test]

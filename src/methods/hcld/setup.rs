@@ -248,6 +248,23 @@ fn target_from_image(
     );
     let bad = |m: String| MethodError::BadData(format!("--target-image {}: {m}", path.display()));
     let (volume, _) = read_nifti(path).map_err(|e| bad(e.to_string()))?;
+    // A brain mask or label map given by mistake would be encoded as a "style" and silently
+    // restyle every image towards it: a T1w has hundreds of distinct intensities.
+    let mut distinct: Vec<u32> = Vec::new();
+    for v in volume.data().iter().filter(|v| v.is_finite()) {
+        if !distinct.contains(&v.to_bits()) {
+            distinct.push(v.to_bits());
+            if distinct.len() > MAX_LABELS {
+                break;
+            }
+        }
+    }
+    if (2..=MAX_LABELS).contains(&distinct.len()) {
+        return Err(bad(format!(
+            "it holds only {} distinct values, so it is a mask or label map, not a T1w; give a T1w image of the target site",
+            distinct.len()
+        )));
+    }
     let canonical = crate::volume::to_closest_canonical(&volume);
     let result = crate::preprocess::t1w::preprocess_t1w(&canonical, None, None, &opts)
         .map_err(|e| bad(e.to_string()))?;
@@ -273,6 +290,9 @@ fn target_from_image(
     save_target(ctx, &stem, &meta, &latent)?;
     Ok((meta, latent))
 }
+
+/// The most distinct values a mask or label map has (a T1w has hundreds).
+const MAX_LABELS: usize = 16;
 
 /// Writes a target's latent, then its JSON (which names the latent's digest, so a JSON on disk
 /// implies a complete latent).
