@@ -16,6 +16,7 @@ use crate::model::storage::{StorageError, read, sha256_hex};
 use super::data::*;
 
 /// A stage's checkpoint folder: `state.json` plus one burnpack per module and optimiser.
+#[derive(Clone)]
 pub(crate) struct Checkpoint {
     pub(crate) dir: PathBuf,
     /// The folder writes must stay inside ([`super::TrainOptions::within`]).
@@ -141,6 +142,7 @@ impl Checkpoint {
 
 /// The loss curve of a stage: `loss.csv` with one row per forward pass. Rows past the last
 /// checkpoint are dropped on resume, so the curve never repeats a step.
+#[derive(Clone)]
 pub(crate) struct Curve {
     pub(crate) path: PathBuf,
     /// The folder writes must stay inside.

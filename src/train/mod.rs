@@ -17,6 +17,7 @@ mod autoencoder;
 mod checkpoint;
 mod data;
 mod diffusion;
+mod prompt_stop;
 mod stage;
 
 pub use crate::model::artefact::StageReport;
@@ -25,6 +26,7 @@ pub use crate::model::tensor::{grid_tensor, latent_tensor, tensor_values};
 pub use autoencoder::{encode_all, latent_scale, reconstruction_error, train_autoencoder};
 pub use data::{InMemoryTrainingSet, TrainingError, TrainingSet};
 pub use diffusion::{noise_prediction_error, train_diffusion};
+pub use prompt_stop::StopHandler;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +52,12 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Raised by a signal handler: checkpoint and return [`TrainingError::Interrupted`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// With `stop`: called within a second of the flag going up, once the last optimiser step's
+    /// checkpoint is written, instead of waiting for the pass under way (minutes on a CPU) to
+    /// end; it ends the process. `None`: the stop is seen at the next optimiser step.
+    pub on_stop: Option<StopHandler>,
+    /// Where a stage leaves its checkpoint-to-be for the watcher (set by [`fit`]).
+    pub(crate) slot: Option<prompt_stop::CheckpointSlot>,
     /// burn's gradient checkpointing: memory-bound operations (the element-wise pieces of
     /// GroupNorm, SiLU, additions) are recomputed in the backward pass instead of kept. Same
     /// gradients, a fraction of the memory (docs/benchmarks.md); on by default.
@@ -66,6 +74,8 @@ impl TrainOptions {
             checkpoint_every: 50,
             max_steps: None,
             stop: None,
+            on_stop: None,
+            slot: None,
             gradient_checkpointing: true,
         }
     }
@@ -108,7 +118,28 @@ pub fn fit(
     config
         .validate()
         .map_err(|e| TrainingError::TooFew(e.to_string()))?;
+    let mut options = options.clone();
+    let _watcher = match (&options.stop, &options.on_stop) {
+        (Some(stop), Some(handler)) => {
+            let slot = prompt_stop::CheckpointSlot::default();
+            options.slot = Some(slot.clone());
+            Some(prompt_stop::Watcher::start(
+                Arc::clone(stop),
+                slot,
+                handler.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let options = &options;
+    let stage_done = || {
+        // The stage's final checkpoint is written: nothing newer to save on a stop.
+        if let Some(slot) = &options.slot {
+            slot.clear();
+        }
+    };
     let (autoencoder, ae_report) = train_autoencoder(config, set, device, options)?;
+    stage_done();
     let raw = encode_all(&autoencoder, config, set, device)?;
     let scale = latent_scale(&raw);
     tracing::info!(
@@ -121,6 +152,7 @@ pub fn fit(
         .collect();
     let (unet, ldm_report) =
         train_diffusion(config, set, &autoencoder, &scaled, scale, device, options)?;
+    stage_done();
     let mut images_per_site = BTreeMap::new();
     for i in 0..set.len() {
         *images_per_site.entry(set.site(i).to_string()).or_insert(0) += 1;

@@ -40,7 +40,7 @@ pub(crate) struct StepPlan {
     pub(crate) per_epoch: usize,
 }
 
-impl<M: Module> StageRun<M> {
+impl<M: Module + 'static> StageRun<M> {
     /// New networks, or those of the stage's checkpoint when it has one.
     pub(crate) fn start(
         name: &'static str,
@@ -128,15 +128,13 @@ impl<M: Module> StageRun<M> {
                 || step == plan.total
                 || stop
             {
-                let mut modules = vec![("model", self.model.clone().into_record())];
-                let mut optimizers = vec![("optimizer", &self.optim)];
-                if let Some(d) = &self.disc {
-                    modules.push(("discriminator", d.clone().into_record()));
-                    optimizers.push(("discriminator_optimizer", &self.disc_optim));
-                }
-                self.ckpt
-                    .save(step, self.optimizer_steps, modules, optimizers)?;
-                curve.save()?;
+                let _writing = options.slot.as_ref().map(|s| s.writing());
+                self.checkpoint_now()(curve.clone())?;
+            }
+            if let Some(slot) = &options.slot {
+                let write = self.checkpoint_now();
+                let curve = curve.clone();
+                slot.offer(Box::new(move || write(curve)));
             }
             if stop && step < plan.total {
                 return Err(TrainingError::Interrupted {
@@ -146,6 +144,28 @@ impl<M: Module> StageRun<M> {
             }
         }
         Ok(self)
+    }
+
+    /// What writes this run's checkpoint at its current step (with a curve): clones of the
+    /// networks and optimisers (their tensors are shared, not copied), so that it can be written
+    /// later, from another thread, as it is now.
+    fn checkpoint_now(
+        &self,
+    ) -> impl FnOnce(Curve) -> Result<usize, TrainingError> + Send + 'static {
+        let (ckpt, step, optimizer_steps) = (self.ckpt.clone(), self.step, self.optimizer_steps);
+        let (model, optim) = (self.model.clone(), self.optim.clone());
+        let disc = self.disc.clone().map(|d| (d, self.disc_optim.clone()));
+        move |curve: Curve| {
+            let mut modules = vec![("model", model.into_record())];
+            let mut optimizers = vec![("optimizer", &optim)];
+            if let Some((d, d_optim)) = &disc {
+                modules.push(("discriminator", d.clone().into_record()));
+                optimizers.push(("discriminator_optimizer", d_optim));
+            }
+            ckpt.save(step, optimizer_steps, modules, optimizers)?;
+            curve.save()?;
+            Ok(step)
+        }
     }
 
     /// Saves the curve and sums the stage up.

@@ -398,6 +398,7 @@ fn group_fits_participant_harmonises_with_every_method_and_the_reports_load() {
 fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
     let d = tempfile::tempdir().unwrap();
     let serial = fresh_copy(&d.path().join("serial"));
+    let started = std::time::Instant::now();
     let (code, stderr) = run(args![
         example(),
         serial,
@@ -408,6 +409,7 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
         "2"
     ]);
     assert_eq!(code, 0, "{stderr}");
+    let took = started.elapsed();
     let compare = |out: &Path, what: &str| {
         no_temporaries(out);
         for f in harmonised_outputs() {
@@ -442,8 +444,11 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
     );
     compare(&parallel, "4 parallel jobs");
 
-    // SIGKILL mid-run (while preprocessing, harmonising, writing), then a re-run.
-    for (i, delay_ms) in [700u64, 2500, 4500].into_iter().enumerate() {
+    // SIGKILL mid-run (while preprocessing, harmonising, writing), then a re-run. The kills land
+    // at fractions of the serial run's time, and the process must die by the signal: a kill after
+    // the run had finished would test nothing.
+    for (i, fraction) in [0.15, 0.45, 0.7].into_iter().enumerate() {
+        let delay_ms = (took.as_secs_f64() * 1000.0 * fraction) as u64;
         let out = fresh_copy(&d.path().join(format!("killed{i}")));
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
             .args([example().as_os_str(), out.as_os_str()])
@@ -453,7 +458,15 @@ fn parallel_and_killed_participant_jobs_equal_a_serial_run() {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "the run ended before the kill at {delay_ms} ms: {status:?}"
+            );
+        }
         assert_visible_outputs_complete(&out, &format!("after a kill at {delay_ms} ms"));
         let (code, stderr) = run(args![
             example(),

@@ -613,10 +613,15 @@ fn inputs_that_would_share_an_output_and_malformed_names() {
 fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
     let d = tempfile::tempdir().unwrap();
     let reference = d.path().join("reference");
+    let started = std::time::Instant::now();
     let (code, stderr) = run(args![example(), reference, "participant"]);
     assert_eq!(code, 0, "{stderr}");
-    // SIGKILL at several points of a run (startup, registration, bias correction, writing).
-    for (i, delay_ms) in [5u64, 400, 1500, 3000, 4500].into_iter().enumerate() {
+    let took = started.elapsed();
+    // SIGKILL at several points of a run (startup, registration, bias correction, writing), as
+    // fractions of the uninterrupted run's time; the process must die by the signal (a kill after
+    // the run had finished would test nothing).
+    for (i, fraction) in [0.001, 0.1, 0.3, 0.5, 0.7].into_iter().enumerate() {
+        let delay_ms = (took.as_secs_f64() * 1000.0 * fraction) as u64;
         let out = d.path().join(format!("killed{i}"));
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
             .args([example().as_os_str(), out.as_os_str()])
@@ -626,7 +631,15 @@ fn killed_runs_leave_no_partial_outputs_and_resume_to_the_same_result() {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "the run ended before the kill at {delay_ms} ms: {status:?}"
+            );
+        }
         // Whatever is visible is complete. (Hidden `.hcldtmp-*` files of the killed writer may
         // remain; the re-run removes them.)
         assert_visible_outputs_complete(&out, &format!("after kill at {delay_ms} ms"));

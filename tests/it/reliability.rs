@@ -115,7 +115,10 @@ fn group_runs_killed_at_random_points_resume_to_the_same_result() {
     let (reference, took) = reference();
     let d = tempfile::tempdir().unwrap();
     for seed in [1u64, 2, 3] {
-        let at = Duration::from_millis(100 + splitmix(seed) % took.as_millis().max(200) as u64);
+        // Within the first half of the uninterrupted run's time, so the kill lands mid-run (and
+        // is checked to have: the process must die by the signal, not have finished).
+        let half = (took.as_millis() / 2).max(200) as u64;
+        let at = Duration::from_millis(100 + splitmix(seed) % half);
         let out = d.path().join(format!("out{seed}"));
         let work = d.path().join(format!("work{seed}"));
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
@@ -124,9 +127,13 @@ fn group_runs_killed_at_random_points_resume_to_the_same_result() {
             .spawn()
             .unwrap();
         std::thread::sleep(at);
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill().expect("the run was still going");
+        let status = child.wait().unwrap();
         let what = format!("seed {seed}: SIGKILL after {} ms", at.as_millis());
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}");
+        }
         if out.exists() {
             assert_visible_outputs_complete(&out, &what);
         }
@@ -135,6 +142,77 @@ fn group_runs_killed_at_random_points_resume_to_the_same_result() {
         no_temporaries(&out);
         assert_same_derivatives(reference, &out, &what);
     }
+}
+
+/// SIGTERM during training: the last optimiser step's checkpoint is written by the watcher and
+/// the process exits 130 at once, without waiting for the pass under way (minutes on a CPU); the
+/// re-run resumes from that checkpoint to exactly the uninterrupted result. Checkpoints are
+/// otherwise rare here (`--checkpoint-every 1000`), so the one found is the watcher's.
+#[test]
+fn sigterm_during_training_checkpoints_and_exits_at_once() {
+    let (reference, _) = reference();
+    let d = tempfile::tempdir().unwrap();
+    let (out, work) = (d.path().join("out"), d.path().join("work"));
+    let mut rare = group_args(&out, &work);
+    let every = rare.iter().position(|a| a == "--checkpoint-every").unwrap();
+    rare[every + 1] = "1000".into();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("hcld"))
+        .args(&rare)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signalled once the autoencoder has finished its first epoch (a line logged after the
+    // handlers are installed and after optimiser steps were taken).
+    let pipe = child.stderr.take().unwrap();
+    let (in_training, training_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut tx = Some(in_training);
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("autoencoder: step")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    training_rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("no training step logged within 300 s");
+    let signalled = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let took = signalled.elapsed();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(
+        stderr.contains("training stopped: checkpoint of step"),
+        "{stderr}"
+    );
+    let states: Vec<String> = files_under(&work)
+        .into_iter()
+        .filter(|f| f.ends_with("autoencoder/state.json"))
+        .collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    let (code, stderr) = run(group_args(&out, &work));
+    assert_eq!(code, 0, "re-run: {stderr}");
+    assert!(
+        stderr.contains("autoencoder: resuming after step"),
+        "{stderr}"
+    );
+    no_temporaries(&out);
+    assert_same_derivatives(reference, &out, "SIGTERM during training, resumed");
 }
 
 #[test]

@@ -201,6 +201,21 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
     options.within = settings.paths.work_dir.clone();
     options.checkpoint_every = settings.model.checkpoint_every;
     options.stop = Some(Arc::clone(ctx.run.stop));
+    // A pass under way cannot be interrupted and takes minutes on a CPU, while schedulers kill 30 s
+    // after SIGTERM: on a stop, the watcher writes the last optimiser step's checkpoint and this
+    // ends the process at once (locks are released by the OS; temporaries are removed next run).
+    let shown = checkpoints.display().to_string();
+    options.on_stop = Some(crate::train::StopHandler::new(move |step| {
+        match step {
+            Some(step) => tracing::warn!(
+                "training stopped: checkpoint of step {step} written in {shown}; run the group level again to resume"
+            ),
+            None => tracing::warn!(
+                "training stopped: no optimiser step since the last checkpoint in {shown}; run the group level again to resume"
+            ),
+        }
+        std::process::exit(i32::from(crate::settings::ExitStatus::Interrupted.code()));
+    }));
     let set = DatasetTrainingSet {
         images,
         grid: config.grid.clone(),
