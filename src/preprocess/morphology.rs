@@ -292,6 +292,15 @@ mod tests {
         assert!(!big[10 + 30 * (15 + 30 * 15)]);
         let filled = fill_holes(&big, dims);
         assert_eq!(filled, ball(dims, [10.0, 15.0, 15.0], 6.0, vs));
-        assert_eq!(dice(&filled, &filled), 1.0);
+        // Dice against hand-counted overlaps: the filled ball against the holed one is
+        // 2(N−H)/(2N−H) for N ball and H hole voxels; disjoint masks 0; two empty masks 1.
+        let (n, h) = (
+            filled.iter().filter(|&&v| v).count() as f64,
+            hole.iter().filter(|&&v| v).count() as f64,
+        );
+        let holed: Vec<bool> = filled.iter().zip(&hole).map(|(a, h)| *a && !h).collect();
+        assert!((dice(&filled, &holed) - 2.0 * (n - h) / (2.0 * n - h)).abs() < 1e-12);
+        assert_eq!(dice(&filled, &other), 0.0);
+        assert_eq!(dice(&[false; 4], &[false; 4]), 1.0);
     }
 }

@@ -353,8 +353,12 @@ mod tests {
         // The blue series is drawn, and text (dark grey anti-aliased glyphs) exists.
         let blue = px.chunks(3).filter(|p| p == &[31, 119, 180]).count();
         assert!(blue > 50, "{blue}");
+        // On a log axis the series is drawn too (a constant 1.0 series sits at log 0).
         let log = line_plot("loss", "step", "loss", &s, true, (320, 200)).unwrap();
-        assert!(!log.is_empty());
+        let (lw, lh, lpx) = decode(&log);
+        assert_eq!((lw, lh), (320, 200));
+        let blue = lpx.chunks(3).filter(|p| p == &[31, 119, 180]).count();
+        assert!(blue > 50, "log axis: {blue}");
         let sc = scatter_plot(
             "pca",
             "pc1",

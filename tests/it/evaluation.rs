@@ -231,7 +231,14 @@ fn evaluate_scores_every_method_against_the_simulated_ground_truth() {
         assert!(psnr > 10.0 && psnr < 60.0, "{m}: PSNR {psnr}");
         assert!(dice > 0.5 && dice <= 1.0, "{m}: Dice {dice}");
         assert_eq!(r["site_cv"], "source", "{m}");
-        assert!(num(r, "site_accuracy") >= 0.0 && num(r, "site_chance") == 1.0 / 3.0);
+        // A leave-one-out accuracy over 6 images is a multiple of 1/6 in [0, 1].
+        let accuracy = num(r, "site_accuracy");
+        assert!(
+            (0.0..=1.0).contains(&accuracy)
+                && (accuracy * 6.0 - (accuracy * 6.0).round()).abs() < 1e-9,
+            "{m}: site accuracy {accuracy}"
+        );
+        assert_eq!(num(r, "site_chance"), 1.0 / 3.0, "{m}");
         // Binomial(6, 1/3): 2.5th and 97.5th percentiles 0 and 4 of 6.
         assert_eq!(
             (num(r, "site_chance_low"), num(r, "site_chance_high")),
@@ -242,7 +249,9 @@ fn evaluate_scores_every_method_against_the_simulated_ground_truth() {
         assert!((0.0..100.0).contains(&v), "{m}: volume change {v}");
         // No baseline has a target: no identity check.
         assert_eq!(r["identity_images"], 0, "{m}");
-        assert!(num(r, "mean_pairwise_w1") >= 0.0);
+        // Three simulated sites differ: their intensity distributions are never identical.
+        let w1 = num(r, "mean_pairwise_w1");
+        assert!(w1 > 0.0 && w1.is_finite(), "{m}: W1 {w1}");
         assert!(r["age_r"].is_number() || r["age_r"].is_null());
     }
     // Intensity standardisation brings sites closer than the raw preprocessed images.
