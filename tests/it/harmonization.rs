@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::util::{
     assert_valid_bids, assert_visible_outputs_complete, copy_tree, example, files_under,
-    no_temporaries, run, run_all_at_once, tree_state,
+    model_folder, no_temporaries, run, run_all_at_once, tree_state,
 };
 use super::validator::{errors, validate, validator};
 use crate::args;
@@ -640,17 +640,7 @@ fn clear_errors_for_missing_models_targets_and_too_few_sites() {
     // A model folder whose files no longer are the model its name says (the latent scale edited
     // after training): refused, not run under the old id.
     let out = fresh_copy(&d.path().join("tampered"));
-    let model = std::fs::read_dir(out.join("models"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("hcld-")
-        })
-        .unwrap();
+    let model = model_folder(&out);
     let config_path = model.join("config.json");
     let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     let scale = config["latent_scale"].as_f64().unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::util::{
-    assert_visible_outputs_complete, copy_tree, example, files_under, no_temporaries, run,
-    run_all_at_once, tree_state,
+    assert_visible_outputs_complete, copy_tree, example, files_under, model_folder, no_temporaries,
+    run, run_all_at_once, tree_state,
 };
 use crate::args;
 
@@ -263,12 +263,11 @@ fn a_symlink_planted_in_output_dir_never_leads_outside() {
 #[test]
 fn a_symlink_planted_at_any_folder_hcld_writes_into_never_leads_outside() {
     let (reference_out, _) = reference();
-    let model_folder = std::fs::read_dir(reference_out.join("models"))
+    let model_name = model_folder(reference_out)
+        .file_name()
         .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("hcld-"))
-        .expect("the reference run trained a model");
+        .to_string_lossy()
+        .into_owned();
     // (what, start from the reference outputs, the link's path under the case folder)
     let cases = [
         ("logs", false, "out/logs".to_string()),
@@ -276,7 +275,7 @@ fn a_symlink_planted_at_any_folder_hcld_writes_into_never_leads_outside() {
         ("locks", false, "out/.hcld/locks".to_string()),
         ("models", false, "out/models".to_string()),
         ("training checkpoints", false, "work/train".to_string()),
-        ("a model folder", true, format!("out/models/{model_folder}")),
+        ("a model folder", true, format!("out/models/{model_name}")),
         ("site targets", true, "out/models/targets".to_string()),
     ];
     let bids_before = tree_state(&example());
@@ -329,17 +328,7 @@ fn temporaries_a_killed_run_left_are_removed_by_the_next_run() {
     let (out, work) = (d.path().join("out"), d.path().join("work"));
     copy_tree(reference_out, &out);
     let models = out.join("models");
-    let model = std::fs::read_dir(&models)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("hcld-")
-        })
-        .unwrap();
+    let model = model_folder(&out);
     let targets = models.join("targets").join(model.file_name().unwrap());
     let planted = [
         model.join(".hcldtmp-aaaaaaaaaa-config.json"),

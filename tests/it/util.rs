@@ -233,3 +233,16 @@ pub fn failure_line<'a>(stderr: &'a str, subject: &str) -> &'a str {
         .find(|l| l.contains(&format!("failed: {subject}")))
         .unwrap_or_else(|| panic!("no failure line for {subject}:\n{stderr}"))
 }
+
+/// The trained model's folder in `out` (`models/hcld-<id>`).
+pub fn model_folder(out: &Path) -> PathBuf {
+    std::fs::read_dir(out.join("models"))
+        .unwrap_or_else(|e| panic!("{}: {e}", out.join("models").display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("hcld-"))
+        })
+        .unwrap_or_else(|| panic!("no hcld-* model folder in {}", out.display()))
+}
