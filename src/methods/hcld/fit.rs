@@ -214,7 +214,9 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
                 "training stopped: no optimiser step since the last checkpoint in {shown}; run the group level again to resume"
             ),
         }
-        std::process::exit(i32::from(crate::settings::ExitStatus::Interrupted.code()));
+        std::process::exit(i32::from(
+            crate::settings::exit::ExitStatus::Interrupted.code(),
+        ));
     }));
     let set = DatasetTrainingSet {
         images,
