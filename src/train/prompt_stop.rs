@@ -119,3 +119,73 @@ impl Drop for Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_writes_the_latest_offer_on_a_stop_and_hands_over() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let slot = CheckpointSlot::default();
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&handed);
+        let watcher = Watcher::start(
+            Arc::clone(&stop),
+            slot.clone(),
+            StopHandler::new(move |step| seen.lock().unwrap().push(step)),
+        );
+        let written = Arc::new(Mutex::new(Vec::new()));
+        for step in [2usize, 4] {
+            let w = Arc::clone(&written);
+            slot.offer(Box::new(move || {
+                w.lock().unwrap().push(step);
+                Ok(step)
+            }));
+        }
+        // A stage's own checkpoint write holds the lock: the watcher waits for it.
+        let held = slot.writing();
+        stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            handed.lock().unwrap().is_empty(),
+            "wrote while a save held the lock"
+        );
+        drop(held);
+        let t0 = std::time::Instant::now();
+        while handed.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Only the latest offer is written, once, and the handler is told its step.
+        assert_eq!(*written.lock().unwrap(), vec![4]);
+        assert_eq!(*handed.lock().unwrap(), vec![Some(4)]);
+        drop(watcher);
+    }
+
+    #[test]
+    fn a_stop_before_any_step_hands_over_none_and_a_finished_watcher_does_nothing() {
+        let stop = Arc::new(AtomicBool::new(true));
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&handed);
+        let watcher = Watcher::start(
+            Arc::clone(&stop),
+            CheckpointSlot::default(),
+            StopHandler::new(move |step| seen.lock().unwrap().push(step)),
+        );
+        let t0 = std::time::Instant::now();
+        while handed.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*handed.lock().unwrap(), vec![None]);
+        drop(watcher);
+        let quiet = Arc::new(Mutex::new(Vec::<Option<usize>>::new()));
+        let q = Arc::clone(&quiet);
+        let never = Arc::new(AtomicBool::new(false));
+        drop(Watcher::start(
+            never,
+            CheckpointSlot::default(),
+            StopHandler::new(move |s| q.lock().unwrap().push(s)),
+        ));
+        assert!(quiet.lock().unwrap().is_empty());
+    }
+}

@@ -232,12 +232,28 @@ fn symlink_trees_are_followed_and_dangling_links_recorded() {
         ds.join("sub-04/anat/sub-04_T1w.nii.gz"),
     )
     .unwrap();
-    // A symlinked subject folder and a loop.
+    // A symlinked subject folder inside the dataset (followed), one that leaves it (not followed,
+    // with a warning: `sub-05 -> /` would walk the whole file system), and a loop.
+    std::os::unix::fs::symlink(ds.join("sub-02"), ds.join("sub-06")).unwrap();
     std::os::unix::fs::symlink(store.join("sub-02"), ds.join("sub-05")).unwrap();
     std::os::unix::fs::symlink(ds.join("sub-01"), ds.join("sub-01/anat/loop")).unwrap();
     let layout = index(&ds);
     let t1w = layout.get(&t1w_query(&layout));
     assert_eq!(t1w.len(), 6, "{:?}", rels(t1w.clone()));
+    assert!(
+        t1w.iter().any(|f| f.rel_path().starts_with("sub-06/"))
+            && !t1w.iter().any(|f| f.rel_path().starts_with("sub-05/")),
+        "{:?}",
+        rels(t1w.clone())
+    );
+    assert!(
+        layout
+            .warnings()
+            .iter()
+            .any(|w| w.contains("sub-05") && w.contains("outside the dataset")),
+        "{:?}",
+        layout.warnings()
+    );
     let dangling: Vec<_> = t1w
         .iter()
         .filter(|f| f.is_dangling())

@@ -144,10 +144,10 @@ fn group_runs_killed_at_random_points_resume_to_the_same_result() {
     }
 }
 
-/// SIGTERM during training: the last optimiser step's checkpoint is written by the watcher and
-/// the process exits 130 at once, without waiting for the pass under way (minutes on a CPU); the
-/// re-run resumes from that checkpoint to exactly the uninterrupted result. Checkpoints are
-/// otherwise rare here (`--checkpoint-every 1000`), so the one found is the watcher's.
+/// SIGTERM during training: the last optimiser step's checkpoint is written and the process exits
+/// 130 at once, without waiting for the pass under way (minutes on a CPU); the re-run resumes
+/// from that checkpoint to exactly the uninterrupted result. Checkpoints are otherwise rare here
+/// (`--checkpoint-every 1000`), so the one found is the stop's.
 #[test]
 fn sigterm_during_training_checkpoints_and_exits_at_once() {
     let (reference, _) = reference();
@@ -196,8 +196,13 @@ fn sigterm_during_training_checkpoints_and_exits_at_once() {
         took < Duration::from_secs(10),
         "exited {took:?} after SIGTERM"
     );
+    // The watcher writes the checkpoint when a pass is under way (the case that matters: passes
+    // take minutes on a CPU; `train::prompt_stop` tests it directly); with the tiny
+    // configuration's 30 ms passes the stage may reach its own stop check first. Either way a
+    // checkpoint of the last optimiser step is on disk.
     assert!(
-        stderr.contains("training stopped: checkpoint of step"),
+        stderr.contains("training stopped: checkpoint of step")
+            || stderr.contains("training interrupted at step"),
         "{stderr}"
     );
     let states: Vec<String> = files_under(&work)
