@@ -107,6 +107,42 @@ pub struct Resources {
     pub device: DeviceKind,
 }
 
+impl Resources {
+    /// The memory a training may use: `--mem`, else what this process may have, its cgroup's
+    /// limit (containers, SLURM) or, without one, the machine's available memory; with where the
+    /// figure comes from, for messages. `None` when neither is known.
+    pub fn memory_budget_mb(&self) -> Option<(u64, &'static str)> {
+        if let Some(m) = self.mem_mb {
+            return Some((m, "--mem"));
+        }
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|t| cgroup_limit_mb(&t));
+        let available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| meminfo_available_mb(&t));
+        match (cgroup, available) {
+            (Some(c), Some(a)) if c < a => Some((c, "the cgroup's memory.max")),
+            (_, Some(a)) => Some((a, "the machine's available memory")),
+            (Some(c), None) => Some((c, "the cgroup's memory.max")),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A cgroup v2 `memory.max` in MB (`max`: no limit).
+fn cgroup_limit_mb(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().map(|b| b >> 20)
+}
+
+/// `MemAvailable` of `/proc/meminfo` in MB.
+fn meminfo_available_mb(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb >> 10)
+}
+
 /// How each T1w is preprocessed.
 #[derive(Debug, Clone)]
 pub struct Preprocessing {
@@ -204,5 +240,20 @@ impl DdimOverrides {
             inversion_steps: self.inversion_steps.unwrap_or(base.inversion_steps),
             sampling_steps: self.sampling_steps.unwrap_or(base.sampling_steps),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_are_read_from_cgroup_and_meminfo() {
+        assert_eq!(cgroup_limit_mb("max\n"), None);
+        assert_eq!(cgroup_limit_mb("8589934592\n"), Some(8192));
+        let meminfo =
+            "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   16384000 kB\n";
+        assert_eq!(meminfo_available_mb(meminfo), Some(16000));
+        assert_eq!(meminfo_available_mb("MemTotal: 1 kB\n"), None);
     }
 }

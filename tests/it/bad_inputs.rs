@@ -746,6 +746,12 @@ fn bad_command_lines_and_unwritable_outputs() {
     let mut config = hcld::model::config::HcldConfig::preset("tiny").unwrap();
     config.autoencoder.attention_query_chunk = 0;
     std::fs::write(&zero_chunk, serde_json::to_string(&config).unwrap()).unwrap();
+    // A 4096³ grid without --mem (SIGABRT allocating, before): refused from the memory this
+    // process may have (issue 20).
+    let huge_grid = d.path().join("huge-grid.json");
+    let mut config = hcld::model::config::HcldConfig::preset("tiny").unwrap();
+    config.grid.shape = [4096, 4096, 4096];
+    std::fs::write(&huge_grid, serde_json::to_string(&config).unwrap()).unwrap();
     // (name, args after BIDS_DIR, exit code, text of the one error line)
     let cases: Vec<(&str, Vec<std::ffi::OsString>, i32, &str)> = vec![
         (
@@ -828,6 +834,12 @@ fn bad_command_lines_and_unwritable_outputs() {
             args![d.path().join("o-raw"), "participant", "--derivatives", bids],
             16,
             "a raw BIDS dataset",
+        ),
+        (
+            "a 4096^3 grid without --mem",
+            args![d.path().join("o-huge"), "group", "--config", huge_grid],
+            64,
+            "needs about",
         ),
         (
             "config is a device",

@@ -131,11 +131,12 @@ fn current_model(ctx: &GroupContext, key: &str) -> Option<PathBuf> {
     })
 }
 
-/// `--mem`: refuses a training that cannot fit rather than be killed by the OOM killer hours
-/// later (a GPU's memory is its own: the estimate is for CPU training).
+/// `--mem` (else the cgroup's limit or the machine's available memory): refuses a training that
+/// cannot fit rather than be killed by the OOM killer hours later, or abort allocating (a
+/// 4096³ grid did). A GPU's memory is its own: the estimate is for CPU training.
 fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), MethodError> {
     let config = &ctx.run.settings.model.config;
-    let Some(limit) = ctx.run.settings.resources.mem_mb else {
+    let Some((limit, from)) = ctx.run.settings.resources.memory_budget_mb() else {
         return Ok(());
     };
     if device.kind != DeviceKind::Cpu {
@@ -144,7 +145,7 @@ fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), Method
     let need = config.training_memory_estimate_mb(device.backend);
     if need > limit {
         return Err(MethodError::Usage(format!(
-            "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and --mem allows {limit} MB; raise --mem, use a smaller --config (tiny needs {} MB), or train elsewhere and pass the model with --model",
+            "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and {from} allows {limit} MB; use a smaller --config (tiny needs {} MB), train on a larger machine and pass the model with --model, or raise --mem if more memory is free",
             config.name,
             config.grid.shape,
             device.backend.name(),
@@ -154,7 +155,7 @@ fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), Method
         )));
     }
     tracing::info!(
-        "training needs about {need} MB on {}; --mem allows {limit} MB",
+        "training needs about {need} MB on {}; {from} allows {limit} MB",
         device.backend.name()
     );
     Ok(())
