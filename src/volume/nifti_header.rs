@@ -195,7 +195,7 @@ impl RawHeader {
     }
 
     /// The voxel-to-world affine, chosen as the NIfTI standard orders the methods.
-    pub(super) fn affine(&self) -> (Matrix4<f64>, &'static str) {
+    pub(super) fn affine(&self) -> Result<(Matrix4<f64>, &'static str), String> {
         // As nibabel: only the defined codes 1..=5 mark a usable transform.
         let valid = |code: i32| (1..=5).contains(&code);
         if valid(self.sform_code) {
@@ -207,26 +207,33 @@ impl RawHeader {
                 s[2][0], s[2][1], s[2][2], s[2][3],
                 0.0, 0.0, 0.0, 1.0,
             );
-            (m, "sform")
+            Ok((m, "sform"))
         } else if valid(self.qform_code) {
-            (self.qform_affine(), "qform")
+            Ok((self.qform_affine()?, "qform"))
         } else {
-            (self.pixdim_affine(), "pixdim")
+            Ok((self.pixdim_affine(), "pixdim"))
         }
     }
 
     /// NIfTI "method 2": rotation from the quaternion (b, c, d), zooms from pixdim, `qfac` from
     /// pixdim[0] (anything but -1 counts as +1, as in nibabel and the reference C library).
-    pub(super) fn qform_affine(&self) -> Matrix4<f64> {
+    pub(super) fn qform_affine(&self) -> Result<Matrix4<f64>, String> {
         let [b, c, d] = self.quatern;
         let w2 = 1.0 - (b * b + c * c + d * d);
         // As nibabel: |w²| below 3 ε of the header's float type means a 180° rotation (a = 0);
-        // a clearly negative w² (invalid header) is treated the same instead of failing.
+        // a clearly negative w² is no rotation at all, and nibabel refuses the image (it was
+        // accepted as a 180° turn before, placing the brain wherever the numbers fell).
         let eps = if self.version == 1 {
             f32::EPSILON as f64
         } else {
             f64::EPSILON
         };
+        if w2 < -3.0 * eps {
+            return Err(format!(
+                "the qform quaternion (b, c, d) = ({b}, {c}, {d}) is not a rotation (b² + c² + d² = {:.6} > 1)",
+                1.0 - w2
+            ));
+        }
         let a = if w2.abs() < 3.0 * eps || w2 < 0.0 {
             0.0
         } else {
@@ -265,7 +272,7 @@ impl RawHeader {
         out[(0, 3)] = self.qoffset[0];
         out[(1, 3)] = self.qoffset[1];
         out[(2, 3)] = self.qoffset[2];
-        out
+        Ok(out)
     }
 
     /// NIfTI "method 1" (no transform codes): nibabel's Analyze-compatible base affine, i.e.

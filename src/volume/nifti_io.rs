@@ -261,7 +261,12 @@ fn decode(
         });
     }
     let data = convert(&raw, raw_type, header.big_endian, scaling);
-    let (affine, affine_source) = header.affine();
+    let (affine, affine_source) = header.affine().map_err(|reason| VolumeError::BadHeader {
+        path: p(),
+        reason: format!(
+            "{reason}; fix the header (e.g. with nibabel or fslorient) or re-export the image"
+        ),
+    })?;
     let volume = Volume::new(dims, affine, data).map_err(|reason| VolumeError::BadHeader {
         path: p(),
         reason: format!(

@@ -381,6 +381,20 @@ fn image_cases() -> Vec<Case> {
             1,
             "field of view",
         ),
+        // A qform quaternion with b² + c² + d² > 1, which nibabel refuses (accepted as a 180°
+        // turn, before).
+        image_case(
+            "quaternion",
+            edited(|h| {
+                set_i16(h, QFORM_CODE, 1);
+                set_i16(h, SFORM_CODE, 0);
+                for i in 0..3 {
+                    set_f32(h, 256 + 4 * i, 0.9);
+                }
+            }),
+            1,
+            "not a rotation",
+        ),
         image_case(
             "sloverflow",
             edited(|h| set_f32(h, SCL_SLOPE, 1e38)),
