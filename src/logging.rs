@@ -4,8 +4,6 @@
 //! file is logged as a plain line instead.
 
 use std::io::{IsTerminal, Write};
-
-use crate::settings::{ExitStatus, SettingsError};
 use std::sync::{Mutex, OnceLock};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,28 +44,36 @@ impl<'a> MakeWriter<'a> for StderrMaker {
     }
 }
 
+/// Why the logger could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `HCLD_LOG` is not a filter (a usage error).
+    #[error("HCLD_LOG '{0}' is not a log filter: {1}")]
+    Filter(String, String),
+    /// A logger was installed already.
+    #[error("logger already installed: {0}")]
+    Installed(String),
+}
+
 /// Installs the global logger: stderr at `info`/`debug`/`trace` for verbosity 0/1/2+ (info by
 /// default, so batch logs show each file), and, when `log_file` is given, a debug-level copy there.
 /// `HCLD_LOG` (an `EnvFilter` string such as `hcld=debug`) overrides the stderr level.
-pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), SettingsError> {
-    let usage = |message: String| SettingsError {
-        status: ExitStatus::Usage,
-        message,
-    };
+pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), LoggingError> {
     let level = match verbosity {
         0 => LevelFilter::INFO,
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
     let stderr_filter = match std::env::var("HCLD_LOG") {
-        Ok(s) => EnvFilter::try_new(&s)
-            .map_err(|e| usage(format!("HCLD_LOG '{s}' is not a log filter: {e}")))?,
+        Ok(s) => {
+            EnvFilter::try_new(&s).map_err(|e| LoggingError::Filter(s.clone(), e.to_string()))?
+        }
         Err(_) => EnvFilter::default()
             .add_directive(LevelFilter::WARN.into())
             .add_directive(
                 format!("hcld={level}")
                     .parse()
-                    .map_err(|e| usage(format!("log filter: {e}")))?,
+                    .map_err(|e| LoggingError::Filter(format!("hcld={level}"), format!("{e}")))?,
             ),
     };
     let stderr_layer = tracing_subscriber::fmt::layer()
@@ -86,10 +92,7 @@ pub fn init(verbosity: u8, log_file: Option<std::fs::File>) -> Result<(), Settin
         .with(stderr_layer)
         .with(file_layer)
         .try_init()
-        .map_err(|e| SettingsError {
-            status: ExitStatus::IoError,
-            message: format!("logger already installed: {e}"),
-        })
+        .map_err(|e| LoggingError::Installed(e.to_string()))
 }
 
 /// Progress over a known number of jobs: a bar on a terminal, nothing otherwise (callers log

@@ -27,7 +27,16 @@ fn run(args: &Args) -> anyhow::Result<ExitStatus> {
     let settings = cli::settings(args)?;
     pipeline::install_signal_handlers().context("cannot install signal handlers")?;
     let (out, log_file, log) = pipeline::prepare_output(&settings)?;
-    hcld::logging::init(settings.resources.verbosity, Some(log))?;
+    hcld::logging::init(settings.resources.verbosity, Some(log)).map_err(|e| {
+        let status = match e {
+            hcld::logging::LoggingError::Filter(..) => ExitStatus::Usage,
+            hcld::logging::LoggingError::Installed(_) => ExitStatus::IoError,
+        };
+        SettingsError {
+            status,
+            message: e.to_string(),
+        }
+    })?;
     tracing::info!(
         "hcld {} {}",
         hcld::VERSION,

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 use crate::methods::Method;
+use crate::model::compose::OutputMode;
 use crate::model::config::HcldConfig;
 use crate::model::device::{Backend, DeviceKind};
+use crate::model::sampler::X0Clip;
 
 /// `hcld BIDS_DIR OUTPUT_DIR {participant,group} [options]`
 #[derive(Debug, Clone, Parser)]
@@ -160,9 +162,15 @@ pub struct Args {
     /// HCLD configuration for training: a preset (cpu, reference, tiny) or a JSON file.
     #[arg(long, default_value = "cpu", value_name = "PRESET|FILE")]
     pub config: ConfigSource,
-    /// Group level: autoencoder training epochs (default: the configuration's).
+    /// Group level: autoencoder training epochs (default: the configuration's; only when the
+    /// autoencoder is trained, see --train-autoencoder).
     #[arg(long = "epochs-ae", alias = "epochs_ae", value_name = "N")]
     pub epochs_ae: Option<usize>,
+    /// Group level: train the autoencoder on the cohort even when the configuration's
+    /// pretrained one ships with hcld (the `cpu` preset's does; then only the latent diffusion
+    /// model is trained).
+    #[arg(long = "train-autoencoder", alias = "train_autoencoder")]
+    pub train_autoencoder: bool,
     /// Group level: latent-diffusion training epochs (default: the configuration's).
     #[arg(long = "epochs-ldm", alias = "epochs_ldm", value_name = "N")]
     pub epochs_ldm: Option<usize>,
@@ -190,15 +198,25 @@ pub struct Args {
     /// Harmonise to the style of this T1w image (any NIfTI; preprocessed like the inputs).
     #[arg(long = "target-image", alias = "target_image", value_name = "PATH")]
     pub target_image: Option<PathBuf>,
-    /// DDIM inversion depth as a fraction of the schedule (default: the model's, 0.6).
+    /// DDIM inversion depth as a fraction of the schedule (default: the model's).
     #[arg(long, value_name = "F")]
     pub strength: Option<f64>,
-    /// DDIM inversion steps (default: the model's, 30).
+    /// DDIM inversion steps (default: the model's).
     #[arg(long = "inversion-steps", alias = "inversion_steps", value_name = "N")]
     pub inversion_steps: Option<usize>,
-    /// DDIM sampling steps (default: the model's, 10).
+    /// DDIM sampling steps (default: the model's).
     #[arg(long = "sampling-steps", alias = "sampling_steps", value_name = "N")]
     pub sampling_steps: Option<usize>,
+    /// Clipping of the x̂₀ estimate while sampling: off, schedule (±1, the reference's), or
+    /// latents (the range the training latents span). Default: the model's.
+    #[arg(long = "clip-x0", alias = "clip_x0", value_name = "HOW")]
+    pub clip_x0: Option<X0Clip>,
+    /// How HCLD's output is composed: intensity-map (the input through a monotone intensity
+    /// map fitted from the model's change: anatomy untouched), residual (the input plus the
+    /// model's change) or generative (the decoded image itself, the paper's output). Default:
+    /// the model's.
+    #[arg(long = "output-mode", alias = "output_mode", value_name = "MODE")]
+    pub output_mode: Option<OutputMode>,
     /// Nyúl landmarks file (default: OUTPUT_DIR/models/nyul.json, written by the group level).
     #[arg(long = "nyul-landmarks", alias = "nyul_landmarks", value_name = "FILE")]
     pub nyul_landmarks: Option<PathBuf>,

@@ -256,7 +256,9 @@ fn model(args: &Args) -> Result<ModelSettings> {
         config.autoencoder_training.epochs = e;
     }
     if let Some(e) = args.epochs_ldm {
+        // Epochs asked for are epochs run: the configuration's step budget is lifted.
         config.diffusion_training.epochs = e;
+        config.diffusion_training.max_optimizer_steps = None;
     }
     if args.checkpoint_every == 0 {
         return Err(SettingsError::usage(
@@ -278,6 +280,7 @@ fn model(args: &Args) -> Result<ModelSettings> {
         config,
         checkpoint_every: args.checkpoint_every,
         min_site_subjects: args.min_site_subjects.max(1),
+        train_autoencoder: args.train_autoencoder,
     })
 }
 
@@ -321,6 +324,7 @@ fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<(Vec<Method>, Harm
         strength: args.strength,
         inversion_steps: args.inversion_steps,
         sampling_steps: args.sampling_steps,
+        clip: args.clip_x0,
     };
     // A bad value fails before any work; the model's own defaults are filled in when it is
     // loaded.
@@ -360,6 +364,7 @@ fn harmonisation(args: &Args, level: AnalysisLevel) -> Result<(Vec<Method>, Harm
             methods_explicit: !args.method.is_empty(),
             target,
             ddim,
+            output_mode: args.output_mode,
             nyul_landmarks,
             seed: args.seed,
             evaluate: args.evaluate || ground_truth.is_some(),

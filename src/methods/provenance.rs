@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::derivatives::{DerivativeName, DerivativesDataset, PROVENANCE_KEY};
+use crate::model::compose::OutputMode;
 use crate::model::config::GridConfig;
 use crate::model::harmonize::TargetKind;
+use crate::model::sampler::X0Clip;
 
 use super::Method;
 
@@ -79,6 +81,10 @@ pub struct HcldParameters {
     /// The DDIM path that ran.
     #[serde(rename = "DDIM")]
     pub ddim: DdimRecord,
+    /// How the output image was composed (sidecars written before the setting: the decoded
+    /// image).
+    #[serde(rename = "OutputMode", default)]
+    pub output_mode: OutputMode,
     /// `--seed`.
     #[serde(rename = "Seed")]
     pub seed: u64,
@@ -136,4 +142,10 @@ pub struct DdimRecord {
     /// The timestep inverted to.
     #[serde(rename = "TargetTimestep")]
     pub target_timestep: usize,
+    /// The x̂₀ clipping asked for.
+    #[serde(rename = "ClipX0", default)]
+    pub clip: X0Clip,
+    /// The bound it clipped to (`null`: not clipped).
+    #[serde(rename = "ClipBound", default)]
+    pub clip_bound: Option<f64>,
 }

@@ -34,6 +34,9 @@ pub struct TrainingSummary {
     pub images_per_site: BTreeMap<String, usize>,
     /// Stage 1, if this hcld trained it.
     pub autoencoder: Option<StageReport>,
+    /// SHA-256 of the pretrained autoencoder's weights, when stage 1 was not trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_autoencoder: Option<String>,
     /// Stage 2, if this hcld trained it.
     pub diffusion: Option<StageReport>,
     /// "flex on cpu", …
@@ -51,6 +54,10 @@ pub struct ArtefactManifest {
     pub config: HcldConfig,
     /// s = 1/std(z) of the training latents; latents are multiplied by it before diffusion.
     pub latent_scale: f64,
+    /// The 99.9th percentile of |s·z| over the training latents: where `--clip-x0 latents`
+    /// clips. `None` in artefacts written before it was recorded.
+    #[serde(default)]
+    pub latent_range: Option<f64>,
     /// What the model was trained on.
     pub training: TrainingSummary,
 }
@@ -164,6 +171,23 @@ fn record_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>, ArtefactE
         .into_bytes()
         .map_err(|e| StorageError::new(path, e.to_string()))?;
     Ok(bytes.to_vec())
+}
+
+/// An autoencoder's weights as the bytes an artefact stores (sequential parameter ids, so equal
+/// weights give equal bytes): what `hcld-pretrain` ships.
+pub fn autoencoder_bytes(autoencoder: &AutoencoderKl) -> Result<Vec<u8>, ArtefactError> {
+    record_bytes(autoencoder, Path::new(AUTOENCODER_FILE))
+}
+
+/// An autoencoder of `config` with the weights of [`autoencoder_bytes`]; `path` names the bytes
+/// in errors.
+pub fn load_autoencoder(
+    config: &super::autoencoder::AutoencoderConfig,
+    bytes: Vec<u8>,
+    path: &Path,
+    device: &ComputeDevice,
+) -> Result<AutoencoderKl, ArtefactError> {
+    load_weights(config.init(&device.device), path, bytes)
 }
 
 /// The model's identity: format, configuration and latent scale (not the training history or
@@ -427,6 +451,7 @@ mod tests {
             config: config.clone(),
             // A value whose shortest decimal form needs all 17 digits: it must come back exactly.
             latent_scale: 1.3058291700501479,
+            latent_range: None,
             training: TrainingSummary::default(),
         };
         let parent = tempfile::tempdir().unwrap();
@@ -498,6 +523,7 @@ mod tests {
             hcld_version: crate::VERSION.into(),
             config: config.clone(),
             latent_scale: 1.0,
+            latent_range: None,
             training: TrainingSummary::default(),
         };
         // Weights of the wider autoencoder under the narrow config.

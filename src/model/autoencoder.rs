@@ -50,6 +50,11 @@ pub struct AutoencoderConfig {
     /// Attention key chunk.
     #[config(default = 4096)]
     pub attention_key_chunk: usize,
+    /// A SiLU between the final GroupNorm and the final convolution of encoder and decoder.
+    /// MONAI's AutoencoderKL (and so the reference) has none; hcld's first networks had one.
+    /// `None` (configurations written before the field) means `true`, so those models load as
+    /// trained; the presets set `Some(false)`.
+    pub final_activation: Option<bool>,
 }
 
 impl AutoencoderConfig {
@@ -169,6 +174,7 @@ impl AutoencoderConfig {
             up,
             decoder_norm: self.norm(first, device),
             decoder_out: conv3(first, self.image_channels, device),
+            final_activation: self.final_activation.unwrap_or(true),
         }
     }
 }
@@ -189,6 +195,7 @@ pub struct AutoencoderKl {
     up: Vec<Level>,
     decoder_norm: GroupNorm,
     decoder_out: Conv3d,
+    final_activation: bool,
 }
 
 impl AutoencoderKl {
@@ -205,7 +212,9 @@ impl AutoencoderKl {
         if let Some(m) = &self.encoder_middle {
             h = m.forward(h, None);
         }
-        let h = self.encoder_out.forward(silu(self.encoder_norm.forward(h)));
+        let h = self
+            .encoder_out
+            .forward(self.final_act(self.encoder_norm.forward(h)));
         let mu = self.mu.forward(h.clone());
         let log_var = self.log_var.forward(h).clamp(-30.0, 20.0);
         (mu, log_var)
@@ -223,7 +232,12 @@ impl AutoencoderKl {
         for level in &self.up {
             h = level.forward(h, None);
         }
-        self.decoder_out.forward(silu(self.decoder_norm.forward(h)))
+        self.decoder_out
+            .forward(self.final_act(self.decoder_norm.forward(h)))
+    }
+
+    fn final_act(&self, h: Tensor<5>) -> Tensor<5> {
+        if self.final_activation { silu(h) } else { h }
     }
 
     /// Deterministic reconstruction through the posterior mean.
@@ -267,6 +281,34 @@ mod tests {
         assert_eq!(log_var.dims(), [1, 6, 4, 3, 2]);
         assert_eq!(model.decode(mu).dims(), [1, 1, 16, 12, 8]);
         assert_eq!(model.reconstruct(x).dims(), [1, 1, 16, 12, 8]);
+    }
+
+    #[test]
+    fn models_written_before_the_final_activation_setting_keep_their_silu() {
+        // A configuration as earlier hcld versions wrote it (no `final_activation`): those
+        // networks were trained with a SiLU before the final convolutions and must load with it.
+        let mut old = serde_json::to_value(AutoencoderConfig::new()).unwrap();
+        old.as_object_mut().unwrap().remove("final_activation");
+        let old: AutoencoderConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.final_activation, None);
+        // The SiLU changes the function: the same weights decode differently without it.
+        let device = Device::default();
+        let config = AutoencoderConfig::new()
+            .with_channels(vec![4, 8])
+            .with_norm_groups(2)
+            .with_res_blocks(1)
+            .with_attention_levels(vec![false, false])
+            .with_middle_attention(false);
+        let with = config.init(&device);
+        let without = config
+            .clone()
+            .with_final_activation(Some(false))
+            .init(&device)
+            .load_record(with.clone().into_record());
+        let z = Tensor::<5>::random([1, 6, 2, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+        let (a, b) = (with.decode(z.clone()), without.decode(z));
+        let gap: f32 = (a - b).abs().max().into_scalar::<f32>();
+        assert!(gap > 1e-4, "{gap}");
     }
 
     #[test]

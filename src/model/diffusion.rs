@@ -134,6 +134,7 @@ mod tests {
                 strength: 0.6,
                 inversion_steps: steps,
                 sampling_steps: steps,
+                ..DdimConfig::default()
             },
         )
         .unwrap();
@@ -191,6 +192,7 @@ mod tests {
                 strength: 0.3,
                 inversion_steps: 3,
                 sampling_steps: 2,
+                ..DdimConfig::default()
             },
         )
         .unwrap();

@@ -24,6 +24,15 @@ pub struct Harmonizer {
     device: ComputeDevice,
 }
 
+/// What [`Harmonizer::harmonize`] decodes, on the model grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The decoded harmonised latent.
+    pub harmonised: Vec<f32>,
+    /// The decoded source latent, when asked for.
+    pub source: Option<Vec<f32>>,
+}
+
 /// The stop flag was raised during a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("harmonisation interrupted")]
@@ -43,7 +52,7 @@ impl Harmonizer {
             .schedule
             .build()
             .map_err(|e| SamplerError::Invalid(e.to_string()))?;
-        let sampler = DdimSampler::new(schedule, ddim)?;
+        let sampler = DdimSampler::with_latent_range(schedule, ddim, model.manifest.latent_range)?;
         // What runs, which the sidecars then record: more steps than t_k cannot be taken.
         let ddim = sampler.effective();
         Ok(Harmonizer {
@@ -67,6 +76,11 @@ impl Harmonizer {
     /// The device.
     pub fn device(&self) -> &ComputeDevice {
         &self.device
+    }
+
+    /// The bound x̂₀ is clipped to while sampling (`None`: not clipped).
+    pub fn clip_bound(&self) -> Option<f64> {
+        self.sampler.clip_bound()
     }
 
     /// The sampler's t_k (the model timestep the latent is inverted to).
@@ -110,24 +124,34 @@ impl Harmonizer {
 
     /// Harmonises an image on the model grid towards `target` (a scaled latent from
     /// [`Self::encode`]): AdaIN, DDIM inversion to t_k, sampling back conditioned on the target,
-    /// decode. `stop` is checked before each UNet call.
+    /// decode. With `with_source`, also decodes the source latent (the autoencoder's own
+    /// reconstruction, which the residual and intensity-map outputs subtract). `stop` is checked
+    /// before each UNet call.
     pub fn harmonize(
         &self,
         image: &[f32],
         target: &[f32],
+        with_source: bool,
         stop: &dyn Fn() -> bool,
-    ) -> Result<Vec<f32>, Interrupted> {
+    ) -> Result<Decoded, Interrupted> {
         let s = self.model.manifest.latent_scale;
         let device = &self.device.device;
         let source = latent_tensor(&[&self.encode(image)], self.latent_shape(), device);
         let target = latent_tensor(&[target], self.latent_shape(), device);
+        let decode = |z: burn::prelude::Tensor<5>| {
+            let image = self.model.autoencoder.decode(z.div_scalar(s));
+            tensor_values(image).into_iter().next().unwrap_or_default()
+        };
+        let source_image = with_source.then(|| decode(source.clone()));
         let z = translate_until(&self.model.unet, &self.sampler, source, target, stop)
             .ok_or(Interrupted)?;
         if stop() {
             return Err(Interrupted);
         }
-        let image = self.model.autoencoder.decode(z.div_scalar(s));
-        Ok(tensor_values(image).into_iter().next().unwrap_or_default())
+        Ok(Decoded {
+            harmonised: decode(z),
+            source: source_image,
+        })
     }
 }
 

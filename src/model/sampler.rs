@@ -22,6 +22,59 @@ pub struct DdimConfig {
     pub inversion_steps: usize,
     /// Moves from t_k back to the clean latent.
     pub sampling_steps: usize,
+    /// Whether and where x̂₀ is clipped on every sampling move (inversion never clips: a clipped
+    /// move is not invertible). Artefacts written before this field clip as their schedule says.
+    #[serde(default)]
+    pub clip: X0Clip,
+}
+
+/// Clipping of the x̂₀ estimate during sampling.
+///
+/// Scaled latents have unit variance, so about a third of their values lie outside ±1: the
+/// reference's ±1 (`schedule`) clamps the output latent itself on the last move and compresses
+/// the decoded contrast. `latents` clips at the range the training latents actually span (their
+/// 99.9th percentile of |z|, stored in the model), which only catches estimates no real latent has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum X0Clip {
+    /// No clipping.
+    Off,
+    /// ±`clip_sample_range` when the schedule's `clip_sample` is on (the released code's
+    /// behaviour, and what artefacts without this field do).
+    #[default]
+    Schedule,
+    /// ± the training latents' 99.9th percentile of |z| (the model's `latent_range`).
+    Latents,
+}
+
+impl X0Clip {
+    /// The names the command line takes.
+    pub const NAMES: [&'static str; 3] = ["off", "schedule", "latents"];
+}
+
+impl std::str::FromStr for X0Clip {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "off" => Ok(X0Clip::Off),
+            "schedule" => Ok(X0Clip::Schedule),
+            "latents" => Ok(X0Clip::Latents),
+            _ => Err(format!(
+                "unknown clipping '{name}'; use one of {}",
+                X0Clip::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for X0Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            X0Clip::Off => "off",
+            X0Clip::Schedule => "schedule",
+            X0Clip::Latents => "latents",
+        })
+    }
 }
 
 impl DdimConfig {
@@ -43,12 +96,14 @@ impl DdimConfig {
 }
 
 impl Default for DdimConfig {
-    /// hcld's defaults: strength 0.6, 30 inversion and 10 sampling steps.
+    /// hcld's defaults: strength 0.6, 30 inversion and 10 sampling steps, clipping as the
+    /// schedule says (the presets choose their own path, see `HcldConfig::preset`).
     fn default() -> Self {
         DdimConfig {
             strength: 0.6,
             inversion_steps: 30,
             sampling_steps: 10,
+            clip: X0Clip::Schedule,
         }
     }
 }
@@ -109,13 +164,53 @@ impl DdimMove {
 pub struct DdimSampler {
     schedule: NoiseSchedule,
     config: DdimConfig,
+    /// The bound x̂₀ is clipped to on sampling moves, resolved from `config.clip`.
+    clip_bound: Option<f64>,
 }
 
 impl DdimSampler {
     /// Checks `0 < strength ≤ 1` and at least one step each way.
+    /// A sampler that does not know the model's latent range ([`X0Clip::Latents`] then clips
+    /// nothing): for checking settings and for tests; harmonisation uses
+    /// [`Self::with_latent_range`].
     pub fn new(schedule: NoiseSchedule, config: DdimConfig) -> Result<Self, SamplerError> {
+        Self::with_latent_range(schedule, config, Some(f64::INFINITY))
+    }
+
+    /// [`Self::new`] for a model whose training latents span ±`latent_range` (the artefact's
+    /// `latent_range`; `None` for a model written before it was recorded).
+    pub fn with_latent_range(
+        schedule: NoiseSchedule,
+        config: DdimConfig,
+        latent_range: Option<f64>,
+    ) -> Result<Self, SamplerError> {
         config.validate()?;
-        Ok(DdimSampler { schedule, config })
+        let clip_bound = match config.clip {
+            X0Clip::Off => None,
+            X0Clip::Schedule => schedule
+                .config()
+                .clip_sample
+                .then_some(schedule.config().clip_sample_range),
+            X0Clip::Latents => match latent_range {
+                Some(r) if r.is_finite() && r > 0.0 => Some(r),
+                Some(_) => None,
+                None => {
+                    return Err(SamplerError::Invalid(
+                        "clip 'latents' needs the training latents' range, which this model does not record (it was trained by an older hcld); use --clip-x0 off or schedule, or train it again".into(),
+                    ));
+                }
+            },
+        };
+        Ok(DdimSampler {
+            schedule,
+            config,
+            clip_bound,
+        })
+    }
+
+    /// The bound x̂₀ is clipped to on sampling moves (`None`: not clipped).
+    pub fn clip_bound(&self) -> Option<f64> {
+        self.clip_bound
     }
 
     /// The deepest timestep, t_k = round(strength·(T − 1)).
@@ -132,6 +227,7 @@ impl DdimSampler {
             strength: self.config.strength,
             inversion_steps: self.inversion().len(),
             sampling_steps: self.sampling().len(),
+            clip: self.config.clip,
         }
     }
 
@@ -146,8 +242,7 @@ impl DdimSampler {
     }
 
     fn moves(&self, positions: &[Position], clip: bool) -> Vec<DdimMove> {
-        let clip = (clip && self.schedule.config().clip_sample)
-            .then_some(self.schedule.config().clip_sample_range);
+        let clip = if clip { self.clip_bound } else { None };
         positions
             .windows(2)
             .map(|w| DdimMove {
@@ -208,6 +303,7 @@ mod tests {
                 strength,
                 inversion_steps: inv,
                 sampling_steps: samp,
+                clip: X0Clip::Schedule,
             },
         )
         .unwrap()
@@ -370,5 +466,44 @@ mod tests {
         // Counts that fit are kept.
         let e = sampler(0.6, 30, 10, false).effective();
         assert_eq!((e.inversion_steps, e.sampling_steps), (30, 10));
+    }
+
+    #[test]
+    fn the_clip_setting_decides_the_bound_of_every_sampling_move() {
+        let schedule = ScheduleConfig::default().build().unwrap();
+        let with = |clip, range| {
+            let c = DdimConfig {
+                clip,
+                ..DdimConfig::default()
+            };
+            DdimSampler::with_latent_range(schedule.clone(), c, range)
+        };
+        let bounds = |s: DdimSampler| -> Vec<Option<f64>> {
+            s.sampling().iter().map(|m| m.coefficients().2).collect()
+        };
+        assert!(
+            bounds(with(X0Clip::Off, Some(3.0)).unwrap())
+                .iter()
+                .all(Option::is_none)
+        );
+        assert!(
+            bounds(with(X0Clip::Schedule, None).unwrap())
+                .iter()
+                .all(|b| *b == Some(1.0))
+        );
+        let latents = with(X0Clip::Latents, Some(3.5)).unwrap();
+        assert_eq!(latents.clip_bound(), Some(3.5));
+        assert!(bounds(latents).iter().all(|b| *b == Some(3.5)));
+        // A model without a recorded range cannot clip at it: said, not silently unclipped.
+        let e = with(X0Clip::Latents, None).unwrap_err().to_string();
+        assert!(e.contains("--clip-x0"), "{e}");
+        // Old artefacts (no field) clip as their schedule says.
+        let old: DdimConfig =
+            serde_json::from_str(r#"{"strength":0.6,"inversion_steps":30,"sampling_steps":10}"#)
+                .unwrap();
+        assert_eq!(old.clip, X0Clip::Schedule);
+        for name in X0Clip::NAMES {
+            assert_eq!(name.parse::<X0Clip>().unwrap().to_string(), name);
+        }
     }
 }

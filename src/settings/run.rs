@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use crate::bids::Query;
+use crate::model::compose::OutputMode;
 use crate::model::config::HcldConfig;
 use crate::model::device::{Backend, DeviceKind};
-use crate::model::sampler::DdimConfig;
+use crate::model::sampler::{DdimConfig, X0Clip};
 use crate::preprocess::intensity::IntensityScaling;
 use crate::preprocess::t1w::T1wOptions;
 
@@ -191,6 +192,9 @@ pub struct ModelSettings {
     pub checkpoint_every: usize,
     /// Fewest subjects a site may have for training.
     pub min_site_subjects: usize,
+    /// `--train-autoencoder`: train stage 1 on the cohort even when the shipped pretrained
+    /// autoencoder fits the configuration.
+    pub train_autoencoder: bool,
 }
 
 /// Which methods run, towards what, and whether the group level evaluates them.
@@ -202,6 +206,8 @@ pub struct Harmonisation {
     pub target: Option<TargetSpec>,
     /// DDIM overrides.
     pub ddim: DdimOverrides,
+    /// `--output-mode` (default: the model's).
+    pub output_mode: Option<OutputMode>,
     /// `--nyul-landmarks`.
     pub nyul_landmarks: Option<PathBuf>,
     /// Random seed.
@@ -221,9 +227,11 @@ pub enum TargetSpec {
     Image(PathBuf),
 }
 
-/// `--strength`, `--inversion-steps`, `--sampling-steps`.
+/// `--strength`, `--inversion-steps`, `--sampling-steps`, `--clip-x0`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DdimOverrides {
+    /// x̂₀ clipping.
+    pub clip: Option<X0Clip>,
     /// Inversion depth.
     pub strength: Option<f64>,
     /// Inversion steps.
@@ -239,6 +247,7 @@ impl DdimOverrides {
             strength: self.strength.unwrap_or(base.strength),
             inversion_steps: self.inversion_steps.unwrap_or(base.inversion_steps),
             sampling_steps: self.sampling_steps.unwrap_or(base.sampling_steps),
+            clip: self.clip.unwrap_or(base.clip),
         }
     }
 }

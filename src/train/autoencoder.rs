@@ -46,7 +46,11 @@ pub fn train_autoencoder(
     let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
     let ckpt = Checkpoint::new(options, "autoencoder", config, &set_digest(set));
 
-    let model = ComputeDevice::init_seeded(&ad, config.seed, |d| config.autoencoder.init(d));
+    let mut model = ComputeDevice::init_seeded(&ad, config.seed, |d| config.autoencoder.init(d));
+    if let Some(start) = &options.initial_autoencoder {
+        // Training continues from these weights (a checkpoint, when there is one, still wins).
+        model = model.load_record(start.clone().into_record());
+    }
     let optim = AdamConfig::new().init();
     let adversarial = tc.adversarial_weight > 0.0;
     let disc: Option<Discriminator> = adversarial.then(|| {

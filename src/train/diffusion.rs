@@ -81,7 +81,10 @@ pub fn train_diffusion(
         .map_err(|e| TrainingError::TooFew(e.to_string()))?;
     let ad = options.autodiff(&device.device);
     let latent_shape = config.latent_shape();
-    let total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
+    let mut total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
+    if let (Some(budget), None) = (tc.max_optimizer_steps, options.max_steps) {
+        total = total.min(budget * tc.accumulation_steps.max(1));
+    }
     let extra = format!("{}\n{latent_scale}", set_digest(set));
     let ckpt = Checkpoint::new(options, "diffusion", config, &extra);
     let mut by_site: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -153,9 +156,9 @@ pub fn train_diffusion(
         let x0 = x0_raw.clone().clamp(-clip, clip);
         let noise_loss = losses::mse(eps, noise);
         let content = if tc.clip_x0_in_content_loss {
-            losses::content(fused, x0.clone())
+            losses::content(fused.clone(), x0.clone())
         } else {
-            losses::content(fused, x0_raw)
+            losses::content(fused.clone(), x0_raw)
         };
         let style = losses::gram_style(x0.clone(), z_tar.clone());
         let mut loss = noise_loss.clone().mul_scalar(tc.noise_weight)
@@ -203,10 +206,10 @@ pub fn train_diffusion(
         let grads = GradientsParams::from_grads(loss.backward(), &run.model);
         run.accumulator.accumulate(&run.model, grads);
         if let Some(d) = &run.disc {
-            // The reference's style discriminator: target latents are "real", source latents
-            // "fake".
+            // The reference's style discriminator: target latents are "real", the fused
+            // (AdaIN) latents the UNet starts from "fake".
             let real = losses::logistic_adversarial(d.forward(z_tar.detach()), true);
-            let fake = losses::logistic_adversarial(d.forward(z_src.detach()), false);
+            let fake = losses::logistic_adversarial(d.forward(fused.detach()), false);
             let d_loss = real + fake;
             losses.discriminator = scalar(d_loss.clone());
             let grads = GradientsParams::from_grads(d_loss.backward(), d);

@@ -11,12 +11,14 @@
 //!
 //! Files: `data` (the training-set interface, batches, seeded order and noise),
 //! `checkpoint` (checkpoints and loss curves), `stage` (what both stages share), `autoencoder`
-//! and `diffusion` (the two stages), and here [`fit`] (both stages into an artefact's bytes).
+//! and `diffusion` (the two stages), `patches` (random augmented patches for pretraining the
+//! autoencoder, `hcld-pretrain`), and here [`fit`] (both stages into an artefact's bytes).
 
 mod autoencoder;
 mod checkpoint;
 mod data;
 mod diffusion;
+mod patches;
 mod prompt_stop;
 mod stage;
 
@@ -26,6 +28,7 @@ pub use crate::model::tensor::{grid_tensor, latent_tensor, tensor_values};
 pub use autoencoder::{encode_all, latent_scale, reconstruction_error, train_autoencoder};
 pub use data::{InMemoryTrainingSet, TrainingError, TrainingSet};
 pub use diffusion::{noise_prediction_error, train_diffusion};
+pub use patches::{BRAIN_THRESHOLD as PATCH_BRAIN_THRESHOLD, PatchSet};
 pub use prompt_stop::StopHandler;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,30 @@ use burn::prelude::Device;
 
 use crate::model::config::HcldConfig;
 use crate::model::device::ComputeDevice;
+
+/// What a [`ProgressReport`] calls: (stage, step, total steps, loss summary).
+type ReportFn = dyn Fn(&str, usize, usize, &str) + Send + Sync;
+
+/// See [`TrainOptions::progress`].
+#[derive(Clone)]
+pub struct ProgressReport(Arc<ReportFn>);
+
+impl ProgressReport {
+    /// Reports with `f(stage, step, total, loss summary)`.
+    pub fn new(f: impl Fn(&str, usize, usize, &str) + Send + Sync + 'static) -> Self {
+        ProgressReport(Arc::new(f))
+    }
+
+    pub(crate) fn report(&self, stage: &str, step: usize, total: usize, summary: &str) {
+        (self.0)(stage, step, total, summary)
+    }
+}
+
+impl std::fmt::Debug for ProgressReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressReport")
+    }
+}
 
 /// How a training run is driven (as opposed to what it trains: that is the config).
 #[derive(Debug, Clone)]
@@ -58,6 +85,16 @@ pub struct TrainOptions {
     pub on_stop: Option<StopHandler>,
     /// Where a stage leaves its checkpoint-to-be for the watcher (set by [`fit`]).
     pub(crate) slot: Option<prompt_stop::CheckpointSlot>,
+    /// Stage 1's network, already trained (the pretrained autoencoder hcld ships): stage 1 is
+    /// skipped and the model records its SHA-256.
+    pub pretrained_autoencoder: Option<(crate::model::autoencoder::AutoencoderKl, String)>,
+    /// Weights stage 1 starts from instead of a seeded initialisation (`hcld-pretrain --init`:
+    /// continuing a shipped autoencoder's training). Callers make it part of the checkpoint's
+    /// identity (the configuration's name), so another start never resumes this one's checkpoint.
+    pub initial_autoencoder: Option<crate::model::autoencoder::AutoencoderKl>,
+    /// Called after every forward pass with (stage, step, total steps, loss summary): where a
+    /// caller draws its progress bar.
+    pub progress: Option<ProgressReport>,
     /// burn's gradient checkpointing: memory-bound operations (the element-wise pieces of
     /// GroupNorm, SiLU, additions) are recomputed in the backward pass instead of kept. Same
     /// gradients, a fraction of the memory (docs/benchmarks.md); on by default.
@@ -76,6 +113,9 @@ impl TrainOptions {
             stop: None,
             on_stop: None,
             slot: None,
+            pretrained_autoencoder: None,
+            initial_autoencoder: None,
+            progress: None,
             gradient_checkpointing: true,
         }
     }
@@ -138,8 +178,20 @@ pub fn fit(
             slot.clear();
         }
     };
-    let (autoencoder, ae_report) = train_autoencoder(config, set, device, options)?;
-    stage_done();
+    let (autoencoder, ae_report) = match &options.pretrained_autoencoder {
+        Some((autoencoder, sha256)) => {
+            tracing::info!(
+                "autoencoder: the pretrained one (weights {}), stage 1 not trained",
+                &sha256[..12.min(sha256.len())]
+            );
+            (autoencoder.clone(), None)
+        }
+        None => {
+            let (autoencoder, report) = train_autoencoder(config, set, device, options)?;
+            stage_done();
+            (autoencoder, Some(report))
+        }
+    };
     let raw = encode_all(&autoencoder, config, set, device)?;
     let scale = latent_scale(&raw);
     tracing::info!(
@@ -150,6 +202,8 @@ pub fn fit(
         .into_iter()
         .map(|l| l.into_iter().map(|v| v * scale as f32).collect())
         .collect();
+    let range = latent_range(&scaled);
+    tracing::info!("scaled latents span ±{range:.3} (99.9th percentile of |s·z|)");
     let (unet, ldm_report) =
         train_diffusion(config, set, &autoencoder, &scaled, scale, device, options)?;
     stage_done();
@@ -162,9 +216,14 @@ pub fn fit(
         hcld_version: crate::VERSION.into(),
         config: config.clone(),
         latent_scale: scale,
+        latent_range: Some(range),
         training: crate::model::artefact::TrainingSummary {
             images_per_site,
-            autoencoder: Some(ae_report),
+            autoencoder: ae_report,
+            pretrained_autoencoder: options
+                .pretrained_autoencoder
+                .as_ref()
+                .map(|(_, sha)| sha.clone()),
             diffusion: Some(ldm_report),
             backend: device.describe(),
         },
@@ -175,6 +234,18 @@ pub fn fit(
         manifest,
         latents: scaled,
     })
+}
+
+/// The 99.9th percentile of |z| over scaled latents: the range real latents span, where
+/// `--clip-x0 latents` clips x̂₀.
+pub fn latent_range(latents: &[Vec<f32>]) -> f64 {
+    let mut all: Vec<f32> = latents.iter().flatten().map(|v| v.abs()).collect();
+    if all.is_empty() {
+        return 1.0;
+    }
+    let k = ((all.len() - 1) as f64 * 0.999).round() as usize;
+    let (_, v, _) = all.select_nth_unstable_by(k, f32::total_cmp);
+    f64::from(*v)
 }
 
 /// Why [`fit`] failed.
@@ -231,6 +302,19 @@ mod tests {
             sites_hit[usize::from(t == 2)] += 1;
         }
         assert!(sites_hit[0] > 60 && sites_hit[1] > 60, "{sites_hit:?}");
+    }
+
+    #[test]
+    fn the_latent_range_is_the_999th_permille_of_magnitudes() {
+        let l: Vec<Vec<f32>> = vec![(0..1000).map(|i| -(i as f32) / 100.0).collect(), vec![0.5]];
+        // 1001 magnitudes 0.00 … 9.99 and 0.5: the 999th permille is index 1000·0.999 = 999 of
+        // the sorted 1001, i.e. 9.98.
+        assert!(
+            (latent_range(&l) - 9.98).abs() < 1e-5,
+            "{}",
+            latent_range(&l)
+        );
+        assert_eq!(latent_range(&[]), 1.0);
     }
 
     #[test]

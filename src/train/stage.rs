@@ -29,6 +29,38 @@ pub(crate) struct StageRun<M: Module> {
     pub(crate) step: usize,
     pub(crate) optimizer_steps: usize,
     pub(crate) resumed_from: Option<usize>,
+    progress: Option<StageProgress>,
+}
+
+/// A stage's progress: each forward pass reported to the caller's [`TrainOptions::progress`]
+/// (the pipeline draws a bar with it on a terminal), and a log line at the end of every epoch and
+/// at least every [`LOG_INTERVAL`] otherwise, with the pace and an ETA (batch jobs have only the
+/// log).
+struct StageProgress {
+    started: Instant,
+    first_step: usize,
+    last_log: Instant,
+}
+
+/// The longest a training stage stays silent in the log.
+const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl StageProgress {
+    /// "eta 3m 20s" from the pace of this process's steps so far.
+    fn eta(&self, step: usize, total: usize) -> String {
+        let done = step.saturating_sub(self.first_step);
+        if done == 0 || step >= total {
+            return String::new();
+        }
+        let per_step = self.started.elapsed().as_secs_f64() / done as f64;
+        let left =
+            std::time::Duration::from_secs((per_step * (total - step) as f64).round() as u64);
+        format!(
+            ", {:.1} s per step, eta {}",
+            per_step,
+            humantime::format_duration(left)
+        )
+    }
 }
 
 /// How a stage steps its optimisers.
@@ -61,6 +93,7 @@ impl<M: Module + 'static> StageRun<M> {
             step: 0,
             optimizer_steps: 0,
             resumed_from: None,
+            progress: None,
             ckpt,
         };
         if let Some(state) = run.ckpt.state()? {
@@ -100,14 +133,27 @@ impl<M: Module + 'static> StageRun<M> {
         row.extend(losses.values());
         curve.push(row);
         let step = self.step;
-        if step.is_multiple_of(plan.per_epoch.max(1)) || step == plan.total {
+        let name = self.name;
+        let progress = self.progress.get_or_insert_with(|| StageProgress {
+            started: Instant::now(),
+            first_step: step - 1,
+            last_log: Instant::now(),
+        });
+        if let Some(report) = &options.progress {
+            report.report(name, step, plan.total, &losses.summary());
+        }
+        if step.is_multiple_of(plan.per_epoch.max(1))
+            || step == plan.total
+            || progress.last_log.elapsed() >= LOG_INTERVAL
+        {
             tracing::info!(
-                "{}: step {step}/{} (epoch {}), {}",
-                self.name,
+                "{name}: step {step}/{} (epoch {}), {}{}",
                 plan.total,
                 epoch + 1,
-                losses.summary()
+                losses.summary(),
+                progress.eta(step, plan.total)
             );
+            progress.last_log = Instant::now();
         }
         if step.is_multiple_of(plan.accumulation_steps) || step == plan.total {
             self.model = self

@@ -132,6 +132,7 @@ fn both_stages_learn_on_real_scans_and_the_artefact_round_trips() {
         hcld_version: hcld::VERSION.into(),
         config: config.clone(),
         latent_scale: scale,
+        latent_range: None,
         training: TrainingSummary::default(),
     };
     let (dir, sha) = save_artefact(&work.path().join("models"), &manifest, &ae, &unet).unwrap();
@@ -313,6 +314,7 @@ fn flex_and_tch_agree_on_the_same_weights() {
         hcld_version: hcld::VERSION.into(),
         config: config.clone(),
         latent_scale: 1.3,
+        latent_range: None,
         training: TrainingSummary::default(),
     };
     let dir = tempfile::tempdir().unwrap();

@@ -498,19 +498,23 @@ fn mem_bounds_concurrency_and_refuses_a_training_that_cannot_fit() {
     let out = d.path().join("out");
     // The cpu preset's autoencoder training needs ~10 GB (measured): refused under --mem 1.5GB
     // before any training starts, with the fix; the preprocessing ran one subject at a time.
-    let (code, stderr) = run(args![
-        example(),
-        out,
-        "group",
-        "--config",
-        "cpu",
-        "--mem",
-        "1.5GB",
-        "--nprocs",
-        "2",
-        "-w",
-        d.path().join("work")
-    ]);
+    let group_cpu = |extra: &[&str]| {
+        let work = d.path().join("work");
+        let mut a = args![
+            example(),
+            out,
+            "group",
+            "--config",
+            "cpu",
+            "--nprocs",
+            "2",
+            "-w",
+            work
+        ];
+        a.extend(extra.iter().map(std::ffi::OsString::from));
+        run(a)
+    };
+    let (code, stderr) = group_cpu(&["--train-autoencoder", "--mem", "1.5GB"]);
     assert_eq!(code, 64, "{stderr}");
     assert!(
         stderr.contains("--mem 1500 MB: 1 subject(s) at a time") && stderr.contains("1 at a time"),
@@ -527,6 +531,15 @@ fn mem_bounds_concurrency_and_refuses_a_training_that_cannot_fit() {
             && line.contains("--mem allows 1500 MB")
             && line.contains("--config"),
         "{line}"
+    );
+    assert!(!d.path().join("work").join("train").exists());
+    // With the shipped pretrained autoencoder only encoding needs memory (~1.5 GB at this grid):
+    // under 1 GB that is refused too, before any work on the networks.
+    let (code, stderr) = group_cpu(&["--mem", "1GB"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("needs about 1457 MB") && stderr.contains("--mem allows 1000 MB"),
+        "{stderr}"
     );
     assert!(!d.path().join("work").join("train").exists());
     // The tiny configuration fits and trains.

@@ -16,6 +16,7 @@ use crate::model::config::{GridConfig, HcldConfig};
 use crate::model::device::{ComputeDevice, DeviceKind};
 use crate::model::grid::to_model_grid;
 use crate::model::harmonize::{TargetKind, TargetLatent, representative};
+use crate::model::pretrained::PretrainedAutoencoder;
 use crate::train::{FitError, TrainOptions, TrainingError, TrainingSet, fit};
 use crate::volume::{Volume, read_nifti};
 
@@ -102,10 +103,15 @@ impl TrainingSet for DatasetTrainingSet<'_> {
     }
 }
 
-/// The identity of a training run: configuration and (image, site, preprocessing) list.
-fn training_key(config: &HcldConfig, images: &[FitImage]) -> String {
+/// The identity of a training run: configuration, the pretrained autoencoder when one is used,
+/// and the (image, site, preprocessing) list.
+fn training_key(config: &HcldConfig, pretrained: Option<&str>, images: &[FitImage]) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_string(config).unwrap_or_default().as_bytes());
+    if let Some(sha) = pretrained {
+        h.update(b"pretrained autoencoder ");
+        h.update(sha.as_bytes());
+    }
     for i in images {
         for part in [&i.id, &i.site, &i.fingerprint] {
             h.update(part.as_bytes());
@@ -134,7 +140,11 @@ fn current_model(ctx: &GroupContext, key: &str) -> Option<PathBuf> {
 /// `--mem` (else the cgroup's limit or the machine's available memory): refuses a training that
 /// cannot fit rather than be killed by the OOM killer hours later, or abort allocating (a
 /// 4096³ grid did). A GPU's memory is its own: the estimate is for CPU training.
-fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), MethodError> {
+fn check_memory(
+    ctx: &GroupContext,
+    device: &ComputeDevice,
+    trains_autoencoder: bool,
+) -> Result<(), MethodError> {
     let config = &ctx.run.settings.model.config;
     let Some((limit, from)) = ctx.run.settings.resources.memory_budget_mb() else {
         return Ok(());
@@ -142,7 +152,13 @@ fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), Method
     if device.kind != DeviceKind::Cpu {
         return Ok(());
     }
-    let need = config.training_memory_estimate_mb(device.backend);
+    // Stage 1 is what needs the memory; with the pretrained autoencoder, encoding every image
+    // once (the diffusion stage on cached latents needs little).
+    let need = if trains_autoencoder {
+        config.training_memory_estimate_mb(device.backend)
+    } else {
+        config.inference_memory_estimate_mb()
+    };
     if need > limit {
         return Err(MethodError::Usage(format!(
             "training the '{}' HCLD configuration (grid {:?}) needs about {need} MB on {}, and {from} allows {limit} MB; use a smaller --config (tiny needs {} MB), train on a larger machine and pass the model with --model, or raise --mem if more memory is free",
@@ -161,11 +177,44 @@ fn check_memory(ctx: &GroupContext, device: &ComputeDevice) -> Result<(), Method
     Ok(())
 }
 
+/// A progress bar per training stage on a terminal (steps, loss, ETA); nothing in batch jobs,
+/// whose log has the stage's own lines.
+fn training_bar() -> crate::train::ProgressReport {
+    let current: std::sync::Mutex<Option<(String, crate::logging::Progress)>> =
+        std::sync::Mutex::new(None);
+    crate::train::ProgressReport::new(move |stage, step, total, summary| {
+        let Ok(mut slot) = current.lock() else {
+            return;
+        };
+        if slot.as_ref().is_none_or(|(s, _)| s != stage) {
+            // A new stage (or the first report after a resume): a bar over what is left.
+            *slot = None;
+            let left = (total + 1).saturating_sub(step) as u64;
+            *slot = Some((
+                stage.to_string(),
+                crate::logging::Progress::new(left, stage),
+            ));
+        }
+        if let Some((_, bar)) = slot.as_ref() {
+            bar.inc(summary);
+        }
+    })
+}
+
 /// Trains (or finds the current) model; returns its folder and, when trained now, the latents.
 pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), MethodError> {
     let (settings, out, images) = (ctx.run.settings, ctx.run.out, ctx.images);
     let config = &settings.model.config;
-    let key = training_key(config, images);
+    // The shipped autoencoder, unless the cohort's own is asked for or it does not fit.
+    let pretrained = (!settings.model.train_autoencoder)
+        .then(PretrainedAutoencoder::embedded)
+        .flatten()
+        .filter(|p| p.fits(config));
+    let key = training_key(
+        config,
+        pretrained.as_ref().map(|p| p.sha256.as_str()),
+        images,
+    );
     // Two group runs into one OUTPUT_DIR train once: the second waits, then finds the model.
     let _training_lock = out.lock_named(&format!("train-{}", &key[..16]))?;
     if !settings.resources.force
@@ -181,7 +230,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
     }
     let device = ComputeDevice::select(settings.resources.backend, settings.resources.device)
         .map_err(|e| MethodError::Usage(e.to_string()))?;
-    check_memory(ctx, &device)?;
+    check_memory(ctx, &device, pretrained.is_none())?;
     // Checkpoints belong to one OUTPUT_DIR and one backend (flex and LibTorch round differently,
     // so a stage-1 checkpoint of one would give stage 2 other latents on the other), whatever
     // work directory runs share (the default is $TMPDIR/hcld-work-<uid>).
@@ -199,6 +248,12 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         .join("train")
         .join(format!("hcld-{}", &checkpoint_key[..16]));
     let mut options = TrainOptions::new(&checkpoints);
+    if let Some(p) = &pretrained {
+        let network = p
+            .load(&device)
+            .map_err(|e| MethodError::BadData(format!("the pretrained autoencoder: {e}")))?;
+        options.pretrained_autoencoder = Some((network, p.sha256.clone()));
+    }
     options.within = settings.paths.work_dir.clone();
     options.checkpoint_every = settings.model.checkpoint_every;
     options.stop = Some(Arc::clone(ctx.run.stop));
@@ -219,17 +274,23 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
             crate::settings::exit::ExitStatus::Interrupted.code(),
         ));
     }));
+    options.progress = Some(training_bar());
     let set = DatasetTrainingSet {
         images,
         grid: config.grid.clone(),
     };
     tracing::info!(
-        "training HCLD (config {}, grid {:?} at {} mm) on {} images: autoencoder {} epochs, latent diffusion {} epochs, on {}; checkpoints in {}",
+        "training HCLD (config {}, grid {:?} at {} mm) on {} images: autoencoder {}, latent diffusion {} epochs, on {}; checkpoints in {}",
         config.name,
         config.grid.shape,
         config.grid.voxel_size_mm,
         images.len(),
-        config.autoencoder_training.epochs,
+        match &pretrained {
+            Some(_) =>
+                "pretrained (shipped with hcld; --train-autoencoder trains the cohort's own)"
+                    .to_string(),
+            None => format!("{} epochs", config.autoencoder_training.epochs),
+        },
         config.diffusion_training.epochs,
         device.describe(),
         checkpoints.display()

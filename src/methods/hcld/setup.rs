@@ -114,8 +114,12 @@ pub(super) fn prepare(ctx: &RunContext) -> Result<HcldHarmoniser, MethodError> {
     let (target, latent) = pool.install(|| resolve_target(ctx, &harmonizer))?;
     let model = harmonizer.model();
     let ddim = harmonizer.ddim();
+    let output_mode = settings
+        .harmonisation
+        .output_mode
+        .unwrap_or(model.manifest.config.output_mode);
     tracing::info!(
-        "HCLD model {} ({}, config {}), target {} {} (representative {}), strength {}, {}+{} DDIM steps, {}",
+        "HCLD model {} ({}, config {}), target {} {} (representative {}), strength {}, {}+{} DDIM steps, x̂₀ clipping {}, output {output_mode}, {}",
         model.dir.display(),
         &model.sha256[..12],
         model.manifest.config.name,
@@ -125,6 +129,9 @@ pub(super) fn prepare(ctx: &RunContext) -> Result<HcldHarmoniser, MethodError> {
         ddim.strength,
         ddim.inversion_steps,
         ddim.sampling_steps,
+        harmonizer
+            .clip_bound()
+            .map_or_else(|| "off".to_string(), |b| format!("±{b:.3}")),
         harmonizer.device().describe()
     );
     let parameters = HcldParameters {
@@ -145,7 +152,10 @@ pub(super) fn prepare(ctx: &RunContext) -> Result<HcldHarmoniser, MethodError> {
             inversion_steps: ddim.inversion_steps,
             sampling_steps: ddim.sampling_steps,
             target_timestep: harmonizer.target_timestep(),
+            clip: ddim.clip,
+            clip_bound: harmonizer.clip_bound(),
         },
+        output_mode,
         seed: settings.harmonisation.seed,
         backend: harmonizer.device().describe(),
     };
