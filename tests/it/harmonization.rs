@@ -776,11 +776,6 @@ fn evaluate_scores_the_autoencoder_round_trip_and_the_identity_check() {
     );
 }
 
-/// Pearson correlation of two images inside a mask.
-fn correlation(a: &[f32], b: &[f32], inside: &[bool]) -> f64 {
-    hcld::metrics::image::masked_correlation(a, b, inside)
-}
-
 #[test]
 fn output_modes_bring_the_models_change_onto_the_input() {
     let d = tempfile::tempdir().unwrap();
@@ -854,7 +849,7 @@ fn output_modes_bring_the_models_change_onto_the_input() {
                 output.iter().zip(&inside).all(|(v, m)| *m || *v == 0.0),
                 "{mode}: values outside the brain"
             );
-            let r = correlation(&input, &output, &inside);
+            let r = hcld::metrics::image::masked_correlation(&input, &output, &inside);
             match mode {
                 "intensity-map" => {
                     // The output is the recorded monotone map applied to the input's own voxels,
