@@ -270,7 +270,12 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
                 "training stopped: no optimiser step since the last checkpoint in {shown}; run the group level again to resume"
             ),
         }
-        std::process::exit(i32::from(
+        // `_exit`, not `std::process::exit`: this runs on the watcher thread while the training
+        // thread may be inside a LibTorch kernel, and exit()'s atexit handlers and static
+        // destructors tear LibTorch's thread pools down under it (seen on CI: the process died
+        // by a signal instead of exiting 130). Nothing is left to flush: the log writers are
+        // unbuffered and the checkpoint was renamed into place before this handler ran.
+        signal_hook::low_level::exit(i32::from(
             crate::settings::exit::ExitStatus::Interrupted.code(),
         ));
     }));
@@ -280,7 +285,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         grid: config.grid.clone(),
     };
     tracing::info!(
-        "training HCLD (config {}, grid {:?} at {} mm) on {} images: autoencoder {}, latent diffusion {} epochs, on {}; checkpoints in {}",
+        "training HCLD (config {}, grid {:?} at {} mm) on {} images: autoencoder {}, latent diffusion {}, on {}; checkpoints in {}",
         config.name,
         config.grid.shape,
         config.grid.voxel_size_mm,
@@ -291,7 +296,7 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
                     .to_string(),
             None => format!("{} epochs", config.autoencoder_training.epochs),
         },
-        config.diffusion_training.epochs,
+        diffusion_budget(&config.diffusion_training, images.len()),
         device.describe(),
         checkpoints.display()
     );
@@ -338,20 +343,19 @@ pub(super) fn train(ctx: &GroupContext) -> Result<(PathBuf, Option<Latents>), Me
         &(serde_json::to_string_pretty(&inputs).unwrap_or_default() + "\n"),
     )?;
     let m = &fitted.manifest.training;
-    let losses = |r: &Option<crate::model::artefact::StageReport>| {
-        r.as_ref()
-            .map(|r| (r.first_loss, r.last_loss))
-            .unwrap_or((f64::NAN, f64::NAN))
+    let losses = |stage: &str, r: &Option<crate::model::artefact::StageReport>| match r {
+        Some(r) => format!("{stage} loss {:.4} → {:.4}", r.first_loss, r.last_loss),
+        None => format!("{stage} not trained"),
     };
-    let (ae, ldm) = (losses(&m.autoencoder), losses(&m.diffusion));
+    let autoencoder = match (&m.autoencoder, &m.pretrained_autoencoder) {
+        (None, Some(sha)) => format!("autoencoder pretrained ({})", &sha[..sha.len().min(12)]),
+        (r, _) => losses("autoencoder", r),
+    };
     tracing::info!(
-        "trained HCLD model {} (latent scale {:.4}; autoencoder loss {:.4} → {:.4}, diffusion loss {:.4} → {:.4})",
+        "trained HCLD model {} (latent scale {:.4}; {autoencoder}, {})",
         dir.display(),
         fitted.manifest.latent_scale,
-        ae.0,
-        ae.1,
-        ldm.0,
-        ldm.1,
+        losses("diffusion", &m.diffusion),
     );
     Ok((dir, Some(fitted.latents)))
 }
@@ -434,4 +438,18 @@ pub(super) fn cache_site_targets(
         );
     }
     Ok(())
+}
+
+/// What the diffusion stage will run, in the unit that bounds it: epochs, or the configuration's
+/// optimiser-step budget when that ends training first (the `cpu` preset's 150 steps, so the
+/// cost does not grow with the cohort).
+fn diffusion_budget(tc: &crate::model::config::DiffusionTrainingConfig, images: usize) -> String {
+    let per_epoch = images.div_ceil(tc.batch_size.max(1));
+    let steps = tc.epochs * per_epoch / tc.accumulation_steps.max(1);
+    match tc.max_optimizer_steps {
+        Some(budget) if budget < steps => format!(
+            "{budget} optimiser steps (the configuration's budget; --epochs-ldm N trains N whole epochs instead)"
+        ),
+        _ => format!("{} epochs ({steps} optimiser steps)", tc.epochs),
+    }
 }
