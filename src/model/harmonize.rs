@@ -33,6 +33,10 @@ pub struct Decoded {
     pub source: Option<Vec<f32>>,
 }
 
+fn schedule_len(model: &LoadedModel) -> usize {
+    model.manifest.config.schedule.num_train_timesteps
+}
+
 /// The stop flag was raised during a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("harmonisation interrupted")]
@@ -53,6 +57,18 @@ impl Harmonizer {
             .build()
             .map_err(|e| SamplerError::Invalid(e.to_string()))?;
         let sampler = DdimSampler::with_latent_range(schedule, ddim, model.manifest.latent_range)?;
+        if let Some(limit) = model.manifest.config.diffusion_training.max_timestep {
+            let tk = sampler.target_timestep();
+            if tk >= limit {
+                return Err(SamplerError::Invalid(format!(
+                    "strength {} inverts to t_k = {tk}, but this model's UNet was trained only on t < \
+                     {limit} (diffusion_training.max_timestep): use --strength below {} or a model \
+                     trained on the whole schedule",
+                    sampler.effective().strength,
+                    limit as f64 / schedule_len(&model) as f64
+                )));
+            }
+        }
         // What runs, which the sidecars then record: more steps than t_k cannot be taken.
         let ddim = sampler.effective();
         Ok(Harmonizer {
@@ -326,6 +342,44 @@ mod tests {
         assert_eq!(representative(&[], 2), None);
         let st = latent_statistics(&b, 2);
         assert!((st[0] - 1.0).abs() < 1e-6 && (st[2] - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_model_trained_on_shallow_timesteps_refuses_a_deeper_inversion() {
+        let device = ComputeDevice::cpu();
+        let mut config = crate::model::config::HcldConfig::preset("tiny").unwrap();
+        config.diffusion_training.max_timestep = Some(200);
+        let model = |config: &crate::model::config::HcldConfig| LoadedModel {
+            manifest: crate::model::artefact::ArtefactManifest {
+                format_version: 1,
+                hcld_version: crate::VERSION.into(),
+                config: config.clone(),
+                latent_scale: 1.0,
+                latent_range: None,
+                training: Default::default(),
+            },
+            autoencoder: config.autoencoder.init(&device.device),
+            unet: config.unet.init(&device.device),
+            sha256: "ab".into(),
+            dir: "model".into(),
+        };
+        let path = |strength| DdimConfig {
+            strength,
+            ..config.ddim.clone()
+        };
+        // t_k = round(0.19 · 999) = 190 < 200: asked about trained noise levels only.
+        assert!(Harmonizer::new(model(&config), device.clone(), path(0.19)).is_ok());
+        let e = Harmonizer::new(model(&config), device.clone(), path(0.3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("t_k = 300") && e.contains("t < 200") && e.contains("--strength below 0.2"),
+            "{e}"
+        );
+        // A model trained on the whole schedule takes any depth.
+        config.diffusion_training.max_timestep = None;
+        assert!(Harmonizer::new(model(&config), device, path(0.9)).is_ok());
     }
 
     #[test]

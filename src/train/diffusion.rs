@@ -121,6 +121,9 @@ pub fn train_diffusion(
         per_epoch: set.len().div_ceil(tc.batch_size),
     };
     let clip = schedule.config().clip_sample_range;
+    let timestep_limit = tc
+        .max_timestep
+        .map_or(schedule.len(), |t| t.min(schedule.len()));
     let voxels = config.grid.shape.iter().product::<usize>();
 
     while run.step < total {
@@ -135,7 +138,7 @@ pub fn train_diffusion(
         let fused = adain(z_src.clone(), z_tar.clone(), 1e-6);
 
         let timesteps: Vec<usize> = (0..b)
-            .map(|_| rng.random_range(0..schedule.len()))
+            .map(|_| rng.random_range(0..timestep_limit))
             .collect();
         let dims = fused.dims();
         let noise = Tensor::<5>::from_data(

@@ -324,10 +324,10 @@ fn group_fits_participant_harmonises_with_every_method_and_the_reports_load() {
                 // The default target: the site with the most training images (a tie: HH first).
                 assert_eq!(p["Target"]["Kind"], "site");
                 assert_eq!(p["Target"]["Label"], "HH");
-                assert_eq!(p["DDIM"]["Strength"], 0.08);
-                assert_eq!(p["DDIM"]["InversionSteps"], 30);
+                assert_eq!(p["DDIM"]["Strength"], 0.05);
+                assert_eq!(p["DDIM"]["InversionSteps"], 10);
                 assert_eq!(p["DDIM"]["SamplingSteps"], 10);
-                assert_eq!(p["DDIM"]["TargetTimestep"], 80);
+                assert_eq!(p["DDIM"]["TargetTimestep"], 50);
                 assert_eq!(p["DDIM"]["ClipX0"], "off");
                 assert_eq!(p["OutputMode"], "intensity-map");
                 assert_eq!(p["Seed"], 0);
