@@ -11,10 +11,12 @@
 #                scanner's receive-bias correction (one acquisition), and the United Imaging
 #                scan-rescan pair; each member is a site, the first is harmonised to the second's;
 #   real         the multi-scanner scans of REAL_DATA, one site per scanner (no reference).
-# For each: group (preprocess, fit Nyúl, train HCLD with CONFIG for EPOCHS_AE + EPOCHS_LDM epochs,
-# site targets) -> participant (--method all) -> group --evaluate; then the TSV as Markdown.
+# For each: group (preprocess, fit Nyúl, train HCLD with CONFIG, site targets) -> participant
+# (--method all) -> group --evaluate; then the TSV as Markdown.
 # Environment: SETS ("calibration validation test pairs real"), SUBJECTS (48), SITES (4),
-# VAL_SEED (1), TEST_SEED (2), CONFIG (tiny), EPOCHS_AE (10), EPOCHS_LDM (20),
+# VAL_SEED (1), TEST_SEED (2), CONFIG (cpu: the default, on the shipped autoencoder), EPOCHS_AE
+# and EPOCHS_LDM (empty: the configuration's default training; set, they are passed as
+# --epochs-ae / --epochs-ldm; the tables made with the `tiny` config used 10 and 20),
 # DATA (../shared/data/t1w), REAL_DATA (= DATA), BENCH_DIR (default a temporary folder),
 # EXTRA (more options for every hcld run, e.g. "--strength 0.1").
 set -euo pipefail
@@ -24,9 +26,8 @@ SUBJECTS=${SUBJECTS:-48}
 SITES=${SITES:-4}
 VAL_SEED=${VAL_SEED:-1}
 TEST_SEED=${TEST_SEED:-2}
-CONFIG=${CONFIG:-tiny}
-EPOCHS_AE=${EPOCHS_AE:-10}
-EPOCHS_LDM=${EPOCHS_LDM:-20}
+# shellcheck source=bench/training_args.sh
+source bench/training_args.sh
 DATA=${DATA:-../shared/data/t1w}
 REAL_DATA=${REAL_DATA-$DATA}
 EXTRA=${EXTRA:-}
@@ -41,7 +42,7 @@ mkdir -p "$DIR/bin"
 cp target/release/hcld target/release/hcld-simulate "$DIR/bin/"
 HCLD=$DIR/bin/hcld
 SIMULATE=$DIR/bin/hcld-simulate
-echo "# $(date -u +%F) $(nproc) CPUs, config $CONFIG, $EPOCHS_AE + $EPOCHS_LDM epochs${EXTRA:+, $EXTRA}"
+echo "# $(date -u +%F) $(nproc) CPUs, ${TRAINING[*]}${EXTRA:+, $EXTRA}"
 
 markdown() {
   python3 - "$1" <<'PY'
@@ -64,15 +65,15 @@ evaluate() { # BIDS_DIR OUT METHODS [hcld options...]
   shift 3
   t0=$(date +%s)
   # shellcheck disable=SC2086
-  "$HCLD" "$bids" "$out" group --method $methods --config "$CONFIG" --epochs-ae "$EPOCHS_AE" \
-    --epochs-ldm "$EPOCHS_LDM" -w "$out-work" "$@" $EXTRA 2>"$out-group.log" \
+  "$HCLD" "$bids" "$out" group --method $methods "${TRAINING[@]}" \
+    -w "$out-work" "$@" $EXTRA 2>"$out-group.log" \
     || { tail -5 "$out-group.log"; exit 1; }
   # shellcheck disable=SC2086
   "$HCLD" "$bids" "$out" participant --method $methods -w "$out-work" "$@" $EXTRA \
     2>"$out-participant.log" || { tail -5 "$out-participant.log"; exit 1; }
   # shellcheck disable=SC2086
-  "$HCLD" "$bids" "$out" group --method $methods --config "$CONFIG" --epochs-ae "$EPOCHS_AE" \
-    --epochs-ldm "$EPOCHS_LDM" -w "$out-work" --evaluate "$@" $EXTRA 2>"$out-evaluate.log" \
+  "$HCLD" "$bids" "$out" group --method $methods "${TRAINING[@]}" \
+    -w "$out-work" --evaluate "$@" $EXTRA 2>"$out-evaluate.log" \
     || { tail -5 "$out-evaluate.log"; exit 1; }
   echo "($(( $(date +%s) - t0 )) s for group + participant + group --evaluate)"
   markdown "$out/evaluation/metrics.tsv"

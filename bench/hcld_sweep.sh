@@ -5,8 +5,10 @@
 # same images and is scored by `group --evaluate`. Prints one Markdown row per setting (the
 # `hcld` row of evaluation/metrics.tsv) after the baselines' rows. The test simulation is never
 # touched here: report the chosen setting on it with bench/evaluation.sh.
-# Environment: SUBJECTS (48), SITES (4), VAL_SEED (1), CONFIG (tiny), EPOCHS_AE (10),
-# EPOCHS_LDM (20), DATA (../shared/data/t1w), BENCH_DIR (default a temporary folder),
+# Environment: SUBJECTS (48), SITES (4), VAL_SEED (1), CONFIG (cpu: the default, on the shipped
+# autoencoder), EPOCHS_AE and EPOCHS_LDM (empty: the configuration's default training; set, they
+# are passed as --epochs-ae / --epochs-ldm), DATA (../shared/data/t1w), BENCH_DIR (default a
+# temporary folder),
 # STRENGTHS ("0.02 0.05 0.1 0.2 0.3 0.6"), MODES ("intensity-map residual generative"),
 # CLIPS ("off"), STEPS ("30:10", inversion:sampling pairs).
 set -euo pipefail
@@ -14,9 +16,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SUBJECTS=${SUBJECTS:-48}
 SITES=${SITES:-4}
 VAL_SEED=${VAL_SEED:-1}
-CONFIG=${CONFIG:-tiny}
-EPOCHS_AE=${EPOCHS_AE:-10}
-EPOCHS_LDM=${EPOCHS_LDM:-20}
+# shellcheck source=bench/training_args.sh
+source bench/training_args.sh
 DATA=${DATA:-../shared/data/t1w}
 STRENGTHS=${STRENGTHS:-0.02 0.05 0.1 0.2 0.3 0.6}
 MODES=${MODES:-intensity-map residual generative}
@@ -29,7 +30,7 @@ DIR=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$DIR/bin"
 cp target/release/hcld target/release/hcld-simulate "$DIR/bin/"
 HCLD=$DIR/bin/hcld
-echo "# $(date -u +%F) $(nproc) CPUs, config $CONFIG, $EPOCHS_AE + $EPOCHS_LDM epochs, validation seed $VAL_SEED"
+echo "# $(date -u +%F) $(nproc) CPUs, ${TRAINING[*]}, $SUBJECTS subjects, validation seed $VAL_SEED"
 
 row() { # METRICS_TSV METHOD LABEL -> one Markdown row
   python3 - "$@" <<'PY'
@@ -50,8 +51,8 @@ if [ ! -f "$BASE/.sweep-base-done" ]; then
   "$DIR/bin/hcld-simulate" "$DIR/validation" --source "${src[@]}" --subjects "$SUBJECTS" \
     --sites "$SITES" --seed "$VAL_SEED" 2>&1 | tail -1
   t0=$(date +%s)
-  "$HCLD" "$DIR/validation" "$BASE" group --method all --config "$CONFIG" --epochs-ae "$EPOCHS_AE" \
-    --epochs-ldm "$EPOCHS_LDM" -w "$BASE-work" --target-site A 2>"$BASE-group.log" \
+  "$HCLD" "$DIR/validation" "$BASE" group --method all "${TRAINING[@]}" \
+    -w "$BASE-work" --target-site A 2>"$BASE-group.log" \
     || { tail -5 "$BASE-group.log"; exit 1; }
   "$HCLD" "$DIR/validation" "$BASE" participant --method none,zscore,whitestripe,nyul \
     -w "$BASE-work" --target-site A 2>"$BASE-participant.log" \
@@ -79,8 +80,8 @@ for steps in $STEPS; do
             --strength "$strength" --clip-x0 "$clip" --output-mode "$mode" \
             --inversion-steps "${steps%%:*}" --sampling-steps "${steps##*:}" 2>"$out.log" \
             || { tail -5 "$out.log"; exit 1; }
-          "$HCLD" "$DIR/validation" "$out" group --evaluate --method all --config "$CONFIG" \
-            --epochs-ae "$EPOCHS_AE" --epochs-ldm "$EPOCHS_LDM" -w "$BASE-work" --target-site A \
+          "$HCLD" "$DIR/validation" "$out" group --evaluate --method all "${TRAINING[@]}" \
+            -w "$BASE-work" --target-site A \
             2>>"$out.log" || { tail -5 "$out.log"; exit 1; }
         fi
         if [ $first = 1 ]; then
