@@ -119,6 +119,18 @@ pub struct DiffusionTrainingConfig {
     pub max_timestep: Option<usize>,
 }
 
+impl DiffusionTrainingConfig {
+    /// Forward passes the stage runs on `images` images: its epochs' passes, capped by the
+    /// optimiser-step budget (an optimiser step is `accumulation_steps` passes).
+    pub fn forward_passes(&self, images: usize) -> usize {
+        let epochs = self.epochs * images.div_ceil(self.batch_size.max(1));
+        match self.max_optimizer_steps {
+            Some(budget) => epochs.min(budget * self.accumulation_steps.max(1)),
+            None => epochs,
+        }
+    }
+}
+
 /// The presets' harmonisation path, chosen on the validation simulation (`bench/hcld_sweep.sh`,
 /// docs/benchmarks.md): inversion to t_k = 50 (ᾱ ≈ 0.92, inside the released run's range, which
 /// inverts to ᾱ ≈ 0.86), 10 + 10 moves, no x̂₀ clipping (±1 clamps the output latent itself).

@@ -33,10 +33,6 @@ pub struct Decoded {
     pub source: Option<Vec<f32>>,
 }
 
-fn schedule_len(model: &LoadedModel) -> usize {
-    model.manifest.config.schedule.num_train_timesteps
-}
-
 /// The stop flag was raised during a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("harmonisation interrupted")]
@@ -56,6 +52,7 @@ impl Harmonizer {
             .schedule
             .build()
             .map_err(|e| SamplerError::Invalid(e.to_string()))?;
+        let timesteps = schedule.len();
         let sampler = DdimSampler::with_latent_range(schedule, ddim, model.manifest.latent_range)?;
         if let Some(limit) = model.manifest.config.diffusion_training.max_timestep {
             let tk = sampler.target_timestep();
@@ -65,7 +62,7 @@ impl Harmonizer {
                      {limit} (diffusion_training.max_timestep): use --strength below {} or a model \
                      trained on the whole schedule",
                     sampler.effective().strength,
-                    limit as f64 / schedule_len(&model) as f64
+                    limit as f64 / timesteps as f64
                 )));
             }
         }

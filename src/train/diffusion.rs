@@ -81,10 +81,9 @@ pub fn train_diffusion(
         .map_err(|e| TrainingError::TooFew(e.to_string()))?;
     let ad = options.autodiff(&device.device);
     let latent_shape = config.latent_shape();
-    let mut total = total_steps(tc.epochs, set.len(), tc.batch_size, options.max_steps);
-    if let (Some(budget), None) = (tc.max_optimizer_steps, options.max_steps) {
-        total = total.min(budget * tc.accumulation_steps.max(1));
-    }
+    let total = options
+        .max_steps
+        .unwrap_or_else(|| tc.forward_passes(set.len()));
     let extra = format!("{}\n{latent_scale}", set_digest(set));
     let ckpt = Checkpoint::new(options, "diffusion", config, &extra);
     let mut by_site: BTreeMap<String, Vec<usize>> = BTreeMap::new();

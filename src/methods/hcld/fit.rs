@@ -444,12 +444,14 @@ pub(super) fn cache_site_targets(
 /// optimiser-step budget when that ends training first (the `cpu` preset's 150 steps, so the
 /// cost does not grow with the cohort).
 fn diffusion_budget(tc: &crate::model::config::DiffusionTrainingConfig, images: usize) -> String {
-    let per_epoch = images.div_ceil(tc.batch_size.max(1));
-    let steps = tc.epochs * per_epoch / tc.accumulation_steps.max(1);
-    match tc.max_optimizer_steps {
-        Some(budget) if budget < steps => format!(
-            "{budget} optimiser steps (the configuration's budget; --epochs-ldm N trains N whole epochs instead)"
-        ),
-        _ => format!("{} epochs ({steps} optimiser steps)", tc.epochs),
+    let accumulation = tc.accumulation_steps.max(1);
+    let passes = tc.forward_passes(images);
+    let steps = passes / accumulation;
+    if passes < tc.epochs * images.div_ceil(tc.batch_size.max(1)) {
+        format!(
+            "{steps} optimiser steps (the configuration's budget; --epochs-ldm N trains N whole epochs instead)"
+        )
+    } else {
+        format!("{} epochs ({steps} optimiser steps)", tc.epochs)
     }
 }
